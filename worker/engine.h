@@ -1,0 +1,86 @@
+// The step executor of one rank of a worker job (layer: worker). Every rank of the job builds
+// an Engine; world rank 0 (the leader) calls Step for each plan and Shutdown at the end, the
+// other ranks call Serve, which executes steps until the leader shuts down. Data flow: the
+// leader broadcasts the plan in stage 0's TP group; stage s sends plan and hidden states to
+// stage s + 1 rank to rank; the last stage's tensor rank 0 samples and returns the result to
+// the leader. Not thread-safe: one thread drives an Engine.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "kernels/ops.h"
+#include "model/config.h"
+#include "worker/kv_cache.h"
+#include "worker/layout.h"
+#include "worker/shard_weights.h"
+#include "worker/step.h"
+
+namespace tpserve {
+
+struct EngineOptions {
+  int tp = 1;
+  int pp = 1;
+  std::vector<int> layers_per_stage;  // empty = even split
+  int64_t kv_block_size = 16;         // tokens per KV block
+  int64_t kv_num_blocks = 0;          // 0 = room for 4 sequences of the full context
+};
+
+class Engine {
+ public:
+  // Collective over `world` (which must outlive the Engine): reads config.json, checks the
+  // layout, loads this rank's weight slices and allocates its KV cache. If any rank fails,
+  // every rank returns the same error, prefixed with the failing rank ("rank 2: ...").
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const std::string& model_dir,
+                                                        const EngineOptions& options,
+                                                        Communicator& world);
+
+  bool is_leader() const { return layout_.rank == 0; }
+  const Layout& layout() const { return layout_; }
+  const ModelConfig& config() const { return config_; }
+  uint64_t weight_bytes() const { return weights_.bytes; }
+  int64_t kv_num_blocks() const { return kv_.num_blocks(); }
+  int64_t kv_block_size() const { return kv_.block_size(); }
+
+  // Leader only. Checks the plan (InvalidArgument naming the sequence and field; nothing runs)
+  // and executes it on all ranks. Unavailable if a transfer between ranks fails.
+  absl::StatusOr<StepResult> Step(const StepPlan& plan);
+  // Leader only: makes every other rank's Serve return OK.
+  absl::Status Shutdown();
+  // Non-leader ranks: executes plans until shutdown. Returns transport errors.
+  absl::Status Serve();
+
+ private:
+  Engine(ModelConfig config, Layout layout, ShardWeights weights, KvCache kv, Communicator& world,
+         std::unique_ptr<Communicator> tp_group);
+
+  absl::Status ValidatePlan(const StepPlan& plan) const;
+  // Runs one plan on this rank; fills `result` on the last stage's tensor rank 0.
+  absl::Status Execute(const std::vector<uint8_t>& plan_bytes, const StepPlan& plan,
+                       StepResult* result);
+  void RunLayer(int layer, int64_t tokens, bool first_layer);
+  absl::Status ComputeLogits(const StepPlan& plan, StepResult* result);
+
+  ModelConfig config_;
+  Layout layout_;
+  ShardWeights weights_;
+  KvCache kv_;
+  Communicator& world_;
+  std::unique_ptr<Communicator> tp_group_;
+  std::vector<float> rope_cos_, rope_sin_;
+  kernels::RopeTable rope_;
+  std::vector<int32_t> kv_head_of_q_;
+
+  // Per-step scratch, grown as needed and reused.
+  std::vector<int32_t> token_ids_, positions_;
+  std::vector<int64_t> slots_;
+  std::vector<kernels::AttentionSeq> attn_seqs_;
+  std::vector<float> x_, xn_, qkv_, q_, k_, v_, attn_, r_, gate_up_, act_;
+  absl::Status comm_status_;
+};
+
+}  // namespace tpserve
