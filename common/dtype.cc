@@ -17,7 +17,7 @@ size_t DTypeSize(DType t) {
   return 0;
 }
 
-std::string_view DTypeName(DType t) {
+const char* DTypeName(DType t) {
   switch (t) {
     case DType::kF32: return "F32";
     case DType::kF16: return "F16";
@@ -32,7 +32,7 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI32, DType::kI64}) {
     if (name == DTypeName(t)) return t;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unsupported dtype \"", name, "\""));
+  return absl::InvalidArgumentError(absl::StrCat("unsupported dtype \"", std::string(name), "\""));
 }
 
 float F16ToF32(uint16_t h) {

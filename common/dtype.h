@@ -15,7 +15,7 @@ enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64 };
 // Bytes per element.
 size_t DTypeSize(DType t);
 // Name as safetensors spells it ("F32", "BF16", ...).
-std::string_view DTypeName(DType t);
+const char* DTypeName(DType t);
 // Parses a safetensors dtype name; InvalidArgument for anything else.
 absl::StatusOr<DType> ParseDType(std::string_view name);
 

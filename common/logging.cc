@@ -9,7 +9,7 @@ namespace {
 std::mutex g_mu;
 std::string g_tag = "tpserve";
 
-void Write(std::string_view level, std::string_view message) {
+void Write(absl::string_view level, absl::string_view message) {
   std::lock_guard<std::mutex> lock(g_mu);
   std::fprintf(stderr, "[%s] %.*s: %.*s\n", g_tag.c_str(), static_cast<int>(level.size()),
                level.data(), static_cast<int>(message.size()), message.data());
@@ -17,11 +17,11 @@ void Write(std::string_view level, std::string_view message) {
 }
 }  // namespace
 
-void SetLogTag(std::string_view tag) {
+void SetLogTag(absl::string_view tag) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_tag = std::string(tag);
 }
-void LogInfo(std::string_view message) { Write("info", message); }
-void LogError(std::string_view message) { Write("error", message); }
+void LogInfo(absl::string_view message) { Write("info", message); }
+void LogError(absl::string_view message) { Write("error", message); }
 
 }  // namespace tpserve

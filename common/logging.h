@@ -2,14 +2,14 @@
 // Debian 12's abseil predates absl/log, so this stays deliberately tiny.
 #pragma once
 
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 namespace tpserve {
 
 // Sets the tag printed before every line, e.g. "worker r3". Call once at start-up.
-void SetLogTag(std::string_view tag);
+void SetLogTag(absl::string_view tag);
 // Writes one line "[tag] level: message" to stderr atomically.
-void LogInfo(std::string_view message);
-void LogError(std::string_view message);
+void LogInfo(absl::string_view message);
+void LogError(absl::string_view message);
 
 }  // namespace tpserve

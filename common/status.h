@@ -16,9 +16,10 @@
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX())` declares x from an OK StatusOr or returns its error.
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  ASSIGN_OR_RETURN_IMPL(TPSERVE_CONCAT(tpserve_statusor_, __LINE__), lhs, expr)
-#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                          \
+// The expression may contain commas (lambdas, templates); the left side may not.
+#define ASSIGN_OR_RETURN(lhs, ...) \
+  ASSIGN_OR_RETURN_IMPL(TPSERVE_CONCAT(tpserve_statusor_, __LINE__), lhs, __VA_ARGS__)
+#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, ...) \
+  auto tmp = (__VA_ARGS__);                   \
   if (!tmp.ok()) return std::move(tmp).status(); \
   lhs = std::move(tmp).value()

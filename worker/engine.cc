@@ -30,7 +30,12 @@ absl::StatusOr<Loaded> LoadRank(const std::string& model_dir, const EngineOption
     return absl::InvalidArgumentError(absl::StrCat("kv_block_size ", o.kv_block_size, " < 1"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(out.weights, LoadShardWeights(*ckpt, out.config, out.layout));
+  absl::StatusOr<ShardWeights> weights = LoadShardWeights(*ckpt, out.config, out.layout);
+  if (!weights.ok()) {
+    return absl::Status(weights.status().code(),
+                        absl::StrCat(model_dir, ": ", weights.status().message()));
+  }
+  out.weights = std::move(*weights);
   // The mapping stays valid, but its pages need not stay resident: this rank owns copies.
   ckpt->ReleasePages();
   return out;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "common/logging.h"
+#include "common/status.h"
 #include "worker/engine.h"
 #include "worker/local_generate.h"
 

@@ -89,12 +89,13 @@ class EngineGoldenTest : public ::testing::Test {
     ASSERT_FALSE(golden_.empty());
     vocab_ = g_engine->config().vocab_size;
   }
+  // Sequence i's blocks: a disjoint share of a shuffled block list, sized for the longest.
   std::vector<int32_t> Table(size_t i, uint32_t seed) {
-    const int64_t blocks_needed = (golden_[i].All().size() + g_engine->kv_block_size() - 1) /
-                                  g_engine->kv_block_size();
-    std::vector<int32_t> all = ScatteredBlocks(blocks_needed * golden_.size(),
-                                               g_engine->kv_num_blocks(), seed);
-    return std::vector<int32_t>(all.begin() + i * blocks_needed, all.begin() + (i + 1) * blocks_needed);
+    size_t longest = 0;
+    for (const GoldenSeq& g : golden_) longest = std::max(longest, g.All().size());
+    const int64_t per_seq = (longest + g_engine->kv_block_size() - 1) / g_engine->kv_block_size();
+    std::vector<int32_t> all = ScatteredBlocks(per_seq * golden_.size(), g_engine->kv_num_blocks(), seed);
+    return std::vector<int32_t>(all.begin() + i * per_seq, all.begin() + (i + 1) * per_seq);
   }
   std::vector<GoldenSeq> golden_;
   int64_t vocab_ = 0;
