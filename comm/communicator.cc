@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/status.h"
 
 namespace tpserve {
@@ -21,7 +22,7 @@ absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& local) {
   std::vector<char> mine(kMessageBytes, 0);
   const int32_t code = static_cast<int32_t>(local.code());
   std::memcpy(mine.data(), &code, sizeof code);
-  const std::string_view text = local.message();
+  const absl::string_view text = local.message();
   std::memcpy(mine.data() + sizeof code, text.data(),
               std::min(text.size(), kMessageBytes - sizeof code - 1));
   std::vector<char> all(kMessageBytes * comm.size());
