@@ -36,8 +36,7 @@ absl::StatusOr<Loaded> LoadRank(const std::string& model_dir, const EngineOption
                         absl::StrCat(model_dir, ": ", weights.status().message()));
   }
   out.weights = std::move(*weights);
-  // The mapping stays valid, but its pages need not stay resident: this rank owns copies.
-  ckpt->ReleasePages();
+  // `ckpt` unmaps the files on return: only this rank's copies of its slices stay resident.
   return out;
 }
 

@@ -44,6 +44,7 @@ class Engine {
   const ModelConfig& config() const { return config_; }
   uint64_t weight_bytes() const { return weights_.bytes; }
   int64_t kv_num_blocks() const { return kv_.num_blocks(); }
+  uint64_t kv_bytes() const { return kv_.bytes(); }
   int64_t kv_block_size() const { return kv_.block_size(); }
 
   // Leader only. Checks the plan (InvalidArgument naming the sequence and field; nothing runs)
