@@ -187,6 +187,30 @@ TEST_F(EngineGoldenTest, GreedyContinuationsMatchReferenceWhereMarginIsClear) {
   EXPECT_GT(compared, 10);
 }
 
+// The draw is keyed by (seed, position): a request samples the same tokens alone or batched.
+TEST_F(EngineGoldenTest, SeededSamplingDoesNotDependOnTheBatch) {
+  auto request = [&](size_t i, uint64_t seed) {
+    LocalRequest r;
+    r.prompt = golden_[i].prompt;
+    r.max_new_tokens = 12;
+    r.sampling.temperature = 4.0f;  // the tiny Llama's logits are peaked: flatten them
+    r.sampling.top_p = 0.99f;
+    r.sampling.top_k = 50;
+    r.sampling.repetition_penalty = 1.3f;
+    r.sampling.seed = seed;
+    return r;
+  };
+  absl::StatusOr<LocalOutput> alone = GenerateLocally(*g_engine, {request(0, 42)}, 0, nullptr);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  absl::StatusOr<LocalOutput> batched = GenerateLocally(
+      *g_engine, {request(1, 7), request(2, 8), request(0, 42), request(3, 9)}, 3, nullptr);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+  EXPECT_EQ(alone->tokens[0], batched->tokens[2]);
+  absl::StatusOr<LocalOutput> other_seed = GenerateLocally(*g_engine, {request(0, 43)}, 0, nullptr);
+  ASSERT_TRUE(other_seed.ok());
+  EXPECT_NE(alone->tokens[0], other_seed->tokens[0]);
+}
+
 TEST_F(EngineGoldenTest, PromptLogprobsMatchReferenceLogSoftmax) {
   const GoldenSeq& g = golden_[0];
   const size_t half = g.prompt.size() / 2;
