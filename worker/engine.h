@@ -18,7 +18,7 @@
 #include "worker/kv_cache.h"
 #include "worker/layout.h"
 #include "worker/shard_weights.h"
-#include "worker/step.h"
+#include "common/step.h"
 
 namespace tpserve {
 

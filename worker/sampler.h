@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "worker/step.h"
+#include "common/step.h"
 
 namespace tpserve {
 

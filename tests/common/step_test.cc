@@ -1,4 +1,4 @@
-#include "worker/step.h"
+#include "common/step.h"
 
 #include <gtest/gtest.h>
 

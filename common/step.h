@@ -1,4 +1,4 @@
-// One engine step: what the coordinator asks of a replica and what comes back (layer: worker;
+// One engine step: what the coordinator asks of a replica and what comes back (layer: common,
 // plain data). The coordinator decides everything (which sequences run, which KV blocks they
 // own); the worker executes. Plans travel between ranks as bytes (Serialize/Parse).
 #pragma once
