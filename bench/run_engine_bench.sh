@@ -5,13 +5,16 @@
 # The read bandwidth is measured once at the start of the same run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin="$root/build/bench/engine/tpserve-engine-bench"
+build=${BUILD_DIR:-$root/build}
+bin="$build/bench/engine/tpserve-engine-bench"
 model="$root/.cache/bench-mistral-150m"
-[ -f "$model/model.safetensors" ] || "$root/build/tools/tpserve-make-model" --out "$model" \
+[ -f "$model/model.safetensors" ] || "$build/tools/tpserve-make-model" --out "$model" \
   --arch mistral --layers 48 --hidden 512 --intermediate 1792 --heads 8 --kv_heads 2 \
   --vocab 32000 --dtype bf16 --seed 3
 cores=$(nproc)
-flags=(--oversubscribe --bind-to none)
+# No --oversubscribe: it switches Open MPI to yielding waits, which slows every
+# collective tenfold; these runs use at most one rank per core.
+flags=(--bind-to none)
 [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
 bw=$(OMP_NUM_THREADS=$cores "$bin" --bandwidth_only)
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $cores cores, $(free -g | awk '/Mem/{print $2}') GiB"

@@ -1,6 +1,8 @@
 // tpserve-worker: one rank of a model replica. Launched as one mpirun job of TP x PP ranks.
 // Until the coordinator link exists, the leader can generate stand-alone from token ids
 // (--prompt_tokens or a random --prompt_len) and print tokens and tokens/s.
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -17,6 +19,8 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "worker/engine.h"
+#include "model/fingerprint.h"
+#include "worker/leader_link.h"
 #include "worker/local_generate.h"
 
 ABSL_FLAG(std::string, model, "", "model folder (config.json + safetensors)");
@@ -33,9 +37,24 @@ ABSL_FLAG(float, temperature, 0.0f, "0 = greedy");
 ABSL_FLAG(float, top_p, 1.0f, "nucleus sampling mass");
 ABSL_FLAG(int, top_k, 0, "top-k (0 = off)");
 ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
+ABSL_FLAG(std::string, coordinator, "", "coordinator worker-link address; empty = generate stand-alone");
+ABSL_FLAG(std::string, name, "replica-0", "replica name reported to the coordinator");
 
 namespace tpserve {
 namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+// Serves the coordinator's plans until SIGINT/SIGTERM.
+absl::Status ServeCluster(Engine& engine, const std::string& model) {
+  ASSIGN_OR_RETURN(std::string fingerprint, ModelFingerprint(model));
+  LeaderLinkOptions o;
+  o.coordinator = absl::GetFlag(FLAGS_coordinator);
+  o.name = absl::GetFlag(FLAGS_name);
+  o.fingerprint = fingerprint;
+  return ServeCoordinator(engine, o, g_stop);
+}
 
 absl::StatusOr<std::vector<int>> ParseInts(const std::string& text, const char* flag) {
   std::vector<int> out;
@@ -99,6 +118,10 @@ int Run(int argc, char** argv) {
   }
   std::unique_ptr<Communicator> world = (*mpi)->World();
   SetLogTag(absl::StrCat("worker r", world->rank()));
+  // Every rank catches the signal mpirun forwards; only the leader acts on it, and then
+  // shuts the other ranks down through the step protocol.
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
 
   EngineOptions options;
   options.tp = absl::GetFlag(FLAGS_tp);
@@ -132,7 +155,8 @@ int Run(int argc, char** argv) {
     }
     return 0;
   }
-  absl::Status st = Generate(**engine);
+  absl::Status st = absl::GetFlag(FLAGS_coordinator).empty() ? Generate(**engine)
+                                                             : ServeCluster(**engine, model);
   if (!st.ok()) LogError(st.ToString());
   absl::Status down = (*engine)->Shutdown();
   if (!down.ok()) {

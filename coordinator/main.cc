@@ -1,0 +1,125 @@
+// tpserve-coordinator: the public gRPC API (Inference, grpc.health.v1.Health, reflection) on
+// --listen and the worker link on --worker_listen, over one model folder.
+#include <csignal>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "coordinator/cluster.h"
+#include "coordinator/inference_service.h"
+#include "coordinator/worker_link_service.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+#include "model/fingerprint.h"
+
+ABSL_FLAG(std::string, model, "", "model folder (config.json, tokenizer.model, weights)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address of the public API");
+ABSL_FLAG(std::string, worker_listen, "127.0.0.1:50052", "address the worker leaders dial");
+ABSL_FLAG(int, max_num_seqs, 64, "sequences running at once per replica");
+ABSL_FLAG(int, max_batch_tokens, 512, "new tokens per step per replica");
+ABSL_FLAG(int, max_queued, 1024, "queued requests before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, heartbeat_timeout_ms, 5000, "a silent replica is dropped after this");
+
+namespace tpserve {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+int Run() {
+  SetLogTag("coordinator");
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) {
+    LogError("--model is required");
+    return 2;
+  }
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(model);
+  if (!config.ok()) {
+    LogError(config.status().ToString());
+    return 1;
+  }
+  absl::StatusOr<std::string> fingerprint = ModelFingerprint(model);
+  if (!fingerprint.ok()) {
+    LogError(fingerprint.status().ToString());
+    return 1;
+  }
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (std::filesystem::exists(model + "/tokenizer.model")) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::LoadSentencePiece(model + "/tokenizer.model");
+    if (!t.ok()) {
+      LogError(t.status().ToString());
+      return 1;
+    }
+    if ((*t)->vocab_size() > config->vocab_size) {
+      LogError(absl::StrCat("tokenizer.model has ", (*t)->vocab_size(), " pieces but config.json's vocab_size is ",
+                            config->vocab_size));
+      return 1;
+    }
+    tokenizer = std::move(*t);
+  } else {
+    LogInfo("no tokenizer.model: requests must send prompt_token_ids");
+  }
+
+  ClusterOptions options;
+  options.limits.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.limits.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.max_queued = absl::GetFlag(FLAGS_max_queued);
+  options.heartbeat_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_heartbeat_timeout_ms));
+  Cluster cluster(*config, *fingerprint, options);
+  InferenceService inference(cluster, *config, std::filesystem::path(model).filename().string(),
+                             *fingerprint, tokenizer.get());
+  WorkerLinkService worker_link(cluster);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int api_port = 0, worker_port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &api_port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_worker_listen), grpc::InsecureServerCredentials(),
+                           &worker_port);
+  builder.RegisterService(&inference);
+  builder.RegisterService(&worker_link);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || api_port == 0 || worker_port == 0) {
+    LogError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen), " and ",
+                          absl::GetFlag(FLAGS_worker_listen)));
+    return 1;
+  }
+  LogInfo(absl::StrCat("serving ", model, " (fingerprint ", *fingerprint, ") on ",
+                       absl::GetFlag(FLAGS_listen), "; workers dial ", absl::GetFlag(FLAGS_worker_listen)));
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+
+  // Health follows the replicas; heartbeats go out once a second.
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  bool serving = true;  // forces the first update
+  while (!g_stop) {
+    const bool now_serving = cluster.live_replicas() > 0;
+    if (now_serving != serving) {
+      health->SetServingStatus(now_serving);
+      health->SetServingStatus("tpserve.v1.Inference", now_serving);
+      serving = now_serving;
+    }
+    cluster.CheckHeartbeats();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  LogInfo("shutting down");
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+}  // namespace tpserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("tpserve-coordinator --model DIR --listen ADDR --worker_listen ADDR");
+  absl::ParseCommandLine(argc, argv);
+  return tpserve::Run();
+}

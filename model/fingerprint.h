@@ -1,0 +1,15 @@
+// A model's identity for matching replicas to a coordinator (layer: model; thread-safe).
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace tpserve {
+
+// Hex FNV-1a 64 of config.json and of every safetensors header (tensor names, dtypes,
+// shapes, offsets) in `model_dir`: equal when two folders hold the same architecture and
+// weight layout. Reads headers only. Errors as Checkpoint::Open and LoadModelConfig.
+absl::StatusOr<std::string> ModelFingerprint(const std::string& model_dir);
+
+}  // namespace tpserve

@@ -1,0 +1,132 @@
+#include "worker/leader_link.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/codec/step_codec.h"
+#include "tpserve/v1/worker.grpc.pb.h"
+
+namespace tpserve {
+namespace {
+
+using Stream = grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>;
+
+// Outcome of one connection.
+enum class Session { kRetry, kRefused, kStopped, kEngineFailed };
+
+Session RunSession(Engine& engine, const LeaderLinkOptions& o, const std::atomic<bool>& stop,
+                   absl::Status* engine_error) {
+  auto channel = grpc::CreateChannel(o.coordinator, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(1))) {
+    return Session::kRetry;
+  }
+  auto stub = v1::WorkerLink::NewStub(channel);
+  grpc::ClientContext context;
+  std::unique_ptr<Stream> stream = stub->Connect(&context);
+  std::mutex write_mu;
+  auto write = [&](const v1::WorkerMessage& m) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    return stream->Write(m);
+  };
+
+  v1::WorkerMessage reg;
+  v1::Register* r = reg.mutable_register_();
+  r->set_name(o.name);
+  r->set_model_fingerprint(o.fingerprint);
+  r->set_tensor_parallel(engine.layout().tp);
+  r->set_pipeline_parallel(engine.layout().pp);
+  r->set_kv_blocks(static_cast<uint32_t>(engine.kv_num_blocks()));
+  r->set_kv_block_size(static_cast<uint32_t>(engine.kv_block_size()));
+  r->set_backend(o.backend);
+  v1::CoordinatorMessage reply;
+  if (!write(reg) || !stream->Read(&reply)) return Session::kRetry;
+  if (!reply.has_register_reply() || !reply.register_reply().accepted()) {
+    LogError(absl::StrCat("coordinator refused replica \"", o.name, "\": ",
+                          reply.register_reply().reason()));
+    return Session::kRefused;
+  }
+  LogInfo(absl::StrCat("registered with ", o.coordinator, " as \"", o.name, "\""));
+
+  // Heartbeats and the stop flag are watched from a side thread.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread beat([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!done) {
+      cv.wait_for(lock, std::chrono::seconds(1), [&] { return done; });
+      if (done) break;
+      if (stop) {
+        context.TryCancel();
+        break;
+      }
+      v1::WorkerMessage hb;
+      hb.mutable_heartbeat()->set_unix_millis(0);
+      write(hb);
+    }
+  });
+
+  Session outcome = Session::kRetry;
+  v1::CoordinatorMessage msg;
+  while (stream->Read(&msg)) {
+    if (!msg.has_step_plan()) continue;
+    v1::WorkerMessage out;
+    v1::StepResultMsg* res = out.mutable_step_result();
+    absl::StatusOr<StepResult> result = engine.Step(FromProto(msg.step_plan()));
+    if (result.ok()) {
+      ToProto(*result, res);
+    } else {
+      res->set_step_id(msg.step_plan().step_id());
+      res->set_error(result.status().ToString());
+      if (result.status().code() != absl::StatusCode::kInvalidArgument) {
+        *engine_error = result.status();  // a rank is gone: this job cannot serve any more
+        write(out);
+        outcome = Session::kEngineFailed;
+        break;
+      }
+    }
+    if (!write(out)) break;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  beat.join();
+  if (outcome == Session::kRetry) {
+    context.TryCancel();
+    stream->Finish();
+  }
+  return stop ? Session::kStopped : outcome;
+}
+
+}  // namespace
+
+absl::Status ServeCoordinator(Engine& engine, const LeaderLinkOptions& options,
+                              const std::atomic<bool>& stop) {
+  bool warned = false;
+  while (!stop) {
+    absl::Status engine_error;
+    switch (RunSession(engine, options, stop, &engine_error)) {
+      case Session::kRefused:
+        return absl::FailedPreconditionError("the coordinator refused this replica");
+      case Session::kEngineFailed:
+        return engine_error;
+      case Session::kStopped:
+        return absl::OkStatus();
+      case Session::kRetry:
+        if (!warned) LogInfo(absl::StrCat("waiting for the coordinator at ", options.coordinator));
+        warned = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tpserve
