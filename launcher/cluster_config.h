@@ -1,0 +1,50 @@
+// The YAML cluster description that `tpserve launch` reads (layer: launcher; plain data).
+// See cluster-configs/ for examples and every key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tpserve {
+
+struct ReplicaConfig {
+  std::string name;
+  int tensor_parallel = 1;
+  int pipeline_parallel = 1;
+  std::string backend = "cpu";              // cpu | cuda | auto
+  std::vector<std::string> hosts;           // mpirun --host entries, e.g. "node1:4"; empty = local
+  std::vector<int> layers_per_stage;        // empty = even split
+  std::vector<std::string> mpirun_args;     // extra mpirun arguments
+};
+
+struct SchedulerConfig {
+  int max_num_seqs = 64;
+  int max_batch_tokens = 512;
+  int kv_block_size = 16;
+  int kv_cache_blocks = 0;  // 0 = sized by the worker
+};
+
+struct ClusterConfig {
+  std::string model;  // absolute, or relative to the config file's folder
+  std::string coordinator_listen = "127.0.0.1:50051";
+  std::string coordinator_worker_listen = "127.0.0.1:50052";
+  std::vector<ReplicaConfig> replicas;
+  SchedulerConfig scheduler;
+};
+
+// Parses YAML text. `source` names the file in errors; `base_dir` resolves a relative model
+// path. InvalidArgument naming the key for: bad YAML, a missing model or replicas list, an
+// unknown key (typos must not pass silently), a wrong type, sizes < 1, duplicate replica
+// names, a backend other than cpu/cuda/auto, or layers_per_stage whose length is not
+// pipeline_parallel.
+absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text,
+                                                 const std::string& source,
+                                                 const std::string& base_dir);
+
+// Reads and parses a file; NotFound when it is missing.
+absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& path);
+
+}  // namespace tpserve
