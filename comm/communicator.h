@@ -35,6 +35,14 @@ class Communicator {
   // Sends or receives exactly `bytes` to/from `peer` with message tag `tag`.
   [[nodiscard]] virtual absl::Status Send(const void* data, size_t bytes, int peer, int tag) = 0;
   [[nodiscard]] virtual absl::Status Recv(void* data, size_t bytes, int peer, int tag) = 0;
+  // Starts sending `bytes` to `peer` and returns at once; the communicator keeps the buffer
+  // until the transfer completes. Messages to one peer with one tag arrive in order. Lets a
+  // pipeline stage forward its output without waiting for the next stage to post a receive.
+  [[nodiscard]] virtual absl::Status SendAsync(std::vector<uint8_t> bytes, int peer, int tag) = 0;
+  // Waits until every SendAsync of this rank has completed.
+  [[nodiscard]] virtual absl::Status FlushSends() = 0;
+  // True when a message from `peer`/`tag` is waiting (does not receive it).
+  [[nodiscard]] virtual absl::StatusOr<bool> Probe(int peer, int tag) = 0;
   // Receives a message of unknown length from `peer`/`tag` (the sender uses Send).
   [[nodiscard]] virtual absl::StatusOr<std::vector<uint8_t>> RecvAny(int peer, int tag) = 0;
 

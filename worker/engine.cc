@@ -122,20 +122,45 @@ absl::Status Engine::ValidatePlan(const StepPlan& plan) const {
 }
 
 absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
-  if (!is_leader()) return absl::FailedPreconditionError("Step is for the leader (rank 0) only");
+  RETURN_IF_ERROR(Submit(plan));
+  return Collect();
+}
+
+absl::Status Engine::Submit(const StepPlan& plan) {
+  if (!is_leader()) return absl::FailedPreconditionError("Submit is for the leader (rank 0) only");
   RETURN_IF_ERROR(ValidatePlan(plan));
   StepResult result;
-  const std::vector<uint8_t> bytes = SerializePlan(plan);
-  RETURN_IF_ERROR(Execute(bytes, plan, &result));
-  const int last = layout_.RankOf(layout_.pp - 1, 0);
-  if (last != layout_.rank) {
-    ASSIGN_OR_RETURN(std::vector<uint8_t> reply, world_.RecvAny(last, kTagResult));
-    ASSIGN_OR_RETURN(result, ParseResult(reply));
+  RETURN_IF_ERROR(Execute(SerializePlan(plan), plan, &result));
+  if (layout_.pp == 1) local_results_.push_back(std::move(result));
+  ++in_flight_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepResult> Engine::Collect() {
+  if (in_flight_ == 0) return absl::FailedPreconditionError("no submitted step to collect");
+  --in_flight_;
+  if (!local_results_.empty()) {
+    StepResult r = std::move(local_results_.front());
+    local_results_.pop_front();
+    return r;
   }
-  return result;
+  ASSIGN_OR_RETURN(std::vector<uint8_t> reply,
+                   world_.RecvAny(layout_.RankOf(layout_.pp - 1, 0), kTagResult));
+  return ParseResult(reply);
+}
+
+absl::StatusOr<std::optional<StepResult>> Engine::TryCollect() {
+  if (in_flight_ == 0) return std::optional<StepResult>();
+  if (local_results_.empty()) {
+    ASSIGN_OR_RETURN(bool ready, world_.Probe(layout_.RankOf(layout_.pp - 1, 0), kTagResult));
+    if (!ready) return std::optional<StepResult>();
+  }
+  ASSIGN_OR_RETURN(StepResult r, Collect());
+  return std::optional<StepResult>(std::move(r));
 }
 
 absl::Status Engine::Shutdown() {
+  while (in_flight_ > 0) RETURN_IF_ERROR(Collect().status());  // nothing may stay in transit
   StepPlan plan;
   plan.shutdown = true;
   return Execute(SerializePlan(plan), plan, nullptr);
@@ -155,8 +180,7 @@ absl::Status Engine::Serve() {
     RETURN_IF_ERROR(Execute(bytes, plan, &result));
     if (plan.shutdown) return absl::OkStatus();
     if (layout_.last_stage() && layout_.tp_rank == 0 && layout_.rank != 0) {
-      const std::vector<uint8_t> reply = SerializeResult(result);
-      RETURN_IF_ERROR(world_.Send(reply.data(), reply.size(), 0, kTagResult));
+      RETURN_IF_ERROR(world_.SendAsync(SerializeResult(result), 0, kTagResult));
     }
   }
 }
@@ -170,8 +194,8 @@ absl::Status Engine::Execute(const std::vector<uint8_t>& plan_bytes, const StepP
   }
   const int next = layout_.last_stage() ? -1 : layout_.RankOf(layout_.stage + 1, layout_.tp_rank);
   if (plan.shutdown) {
-    if (next >= 0) RETURN_IF_ERROR(world_.Send(plan_bytes.data(), plan_bytes.size(), next, kTagPlan));
-    return absl::OkStatus();
+    if (next >= 0) RETURN_IF_ERROR(world_.SendAsync(plan_bytes, next, kTagPlan));
+    return world_.FlushSends();
   }
 
   // Flatten the batch: one row per new token.
@@ -216,8 +240,12 @@ absl::Status Engine::Execute(const std::vector<uint8_t>& plan_bytes, const StepP
   }
 
   if (next >= 0) {
-    RETURN_IF_ERROR(world_.Send(plan_bytes.data(), plan_bytes.size(), next, kTagPlan));
-    return world_.Send(x_.data(), x_.size() * sizeof(float), next, kTagHidden);
+    // Asynchronous, so this stage can take the next micro-batch while the next stage works;
+    // the leader could otherwise block here while the last stage blocks sending it a result.
+    RETURN_IF_ERROR(world_.SendAsync(plan_bytes, next, kTagPlan));
+    const auto* hidden = reinterpret_cast<const uint8_t*>(x_.data());
+    return world_.SendAsync(std::vector<uint8_t>(hidden, hidden + x_.size() * sizeof(float)), next,
+                            kTagHidden);
   }
   return ComputeLogits(plan, result);
 }

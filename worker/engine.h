@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,15 @@ class Engine {
   // Leader only. Checks the plan (InvalidArgument naming the sequence and field; nothing runs)
   // and executes it on all ranks. Unavailable if a transfer between ranks fails.
   absl::StatusOr<StepResult> Step(const StepPlan& plan);
+
+  // Pipelined form of Step, leader only. Submit checks the plan, runs the first stage's part
+  // and returns while later stages work on it, so that with PP stages up to PP plans (over
+  // disjoint sequences) can be in flight. Collect returns the oldest submitted plan's result,
+  // waiting for it; TryCollect returns it only if it is ready. Results come in submit order.
+  absl::Status Submit(const StepPlan& plan);
+  absl::StatusOr<StepResult> Collect();
+  absl::StatusOr<std::optional<StepResult>> TryCollect();
+  int in_flight() const { return in_flight_; }
   // Leader only: makes every other rank's Serve return OK.
   absl::Status Shutdown();
   // Non-leader ranks: executes plans until shutdown. Returns transport errors.
@@ -82,6 +93,11 @@ class Engine {
   std::vector<kernels::AttentionSeq> attn_seqs_;
   std::vector<float> x_, xn_, qkv_, q_, k_, v_, attn_, r_, gate_up_, act_;
   absl::Status comm_status_;
+
+  // Leader: results of submitted plans not yet collected. With one stage they are complete at
+  // submit time; otherwise they arrive from the last stage's tensor rank 0.
+  std::deque<StepResult> local_results_;
+  int in_flight_ = 0;
 };
 
 }  // namespace tpserve

@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
+#include <optional>
 #include <mutex>
 #include <thread>
 
@@ -71,37 +73,80 @@ Session RunSession(Engine& engine, const LeaderLinkOptions& o, const std::atomic
     }
   });
 
-  Session outcome = Session::kRetry;
-  v1::CoordinatorMessage msg;
-  while (stream->Read(&msg)) {
-    if (!msg.has_step_plan()) continue;
+  // A reader thread queues plans; this thread keeps up to PP of them in the pipeline and
+  // returns results as the last stage delivers them.
+  std::deque<StepPlan> plans;
+  bool closed = false;
+  std::thread reader([&] {
+    v1::CoordinatorMessage msg;
+    while (stream->Read(&msg)) {
+      if (!msg.has_step_plan()) continue;
+      std::lock_guard<std::mutex> lock(mu);
+      plans.push_back(FromProto(msg.step_plan()));
+      cv.notify_all();
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    closed = true;
+    cv.notify_all();
+  });
+  auto send_result = [&](const StepResult& result, uint64_t step_id, const std::string& error) {
     v1::WorkerMessage out;
-    v1::StepResultMsg* res = out.mutable_step_result();
-    absl::StatusOr<StepResult> result = engine.Step(FromProto(msg.step_plan()));
-    if (result.ok()) {
-      ToProto(*result, res);
-    } else {
-      res->set_step_id(msg.step_plan().step_id());
-      res->set_error(result.status().ToString());
-      if (result.status().code() != absl::StatusCode::kInvalidArgument) {
-        *engine_error = result.status();  // a rank is gone: this job cannot serve any more
-        write(out);
-        outcome = Session::kEngineFailed;
+    ToProto(result, out.mutable_step_result());
+    out.mutable_step_result()->set_step_id(step_id);
+    out.mutable_step_result()->set_error(error);
+    return write(out);
+  };
+  Session outcome = Session::kRetry;
+  for (;;) {
+    std::optional<StepPlan> plan;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      if (engine.in_flight() == 0) {
+        cv.wait(lock, [&] { return !plans.empty() || closed; });
+      }
+      if (!plans.empty() && engine.in_flight() < engine.layout().pp) {
+        plan = std::move(plans.front());
+        plans.pop_front();
+      } else if (closed && engine.in_flight() == 0) {
         break;
       }
     }
-    if (!write(out)) break;
+    absl::Status failed;
+    if (plan.has_value()) {
+      absl::Status submitted = engine.Submit(*plan);
+      if (submitted.code() == absl::StatusCode::kInvalidArgument) {
+        send_result(StepResult(), plan->step_id, submitted.ToString());  // the job is fine
+        continue;
+      }
+      failed = submitted;
+    } else {
+      absl::StatusOr<std::optional<StepResult>> ready = engine.TryCollect();
+      if (ready.ok() && ready->has_value()) {
+        send_result(**ready, (*ready)->step_id, "");
+      } else if (ready.ok()) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+      failed = ready.status();
+    }
+    if (!failed.ok()) {
+      *engine_error = failed;  // a rank is gone: this job cannot serve any more
+      outcome = Session::kEngineFailed;
+      context.TryCancel();
+      break;
+    }
   }
+  // Results of plans still in the pipeline have nowhere to go: collect and drop them.
+  while (outcome != Session::kEngineFailed && engine.in_flight() > 0 && engine.Collect().ok()) {
+  }
+  context.TryCancel();
+  reader.join();
   {
     std::lock_guard<std::mutex> lock(mu);
     done = true;
   }
   cv.notify_all();
   beat.join();
-  if (outcome == Session::kRetry) {
-    context.TryCancel();
-    stream->Finish();
-  }
+  if (outcome == Session::kRetry) stream->Finish();
   return stop ? Session::kStopped : outcome;
 }
 

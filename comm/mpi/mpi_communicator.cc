@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <list>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -34,6 +35,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_size(comm_, &size_);
   }
   ~MpiCommunicator() override {
+    (void)Reap(/*wait=*/true);
     if (owned_) MPI_Comm_free(&comm_);
   }
 
@@ -88,6 +90,25 @@ class MpiCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
+  absl::Status SendAsync(std::vector<uint8_t> bytes, int peer, int tag) override {
+    if (auto s = CheckCount(bytes.size()); !s.ok()) return s;
+    if (auto s = Reap(/*wait=*/false); !s.ok()) return s;
+    pending_.push_back({std::move(bytes), MPI_REQUEST_NULL});
+    Pending& p = pending_.back();
+    return FromMpi(MPI_Isend(p.bytes.data(), static_cast<int>(p.bytes.size()), MPI_BYTE, peer, tag,
+                             comm_, &p.request),
+                   "isend");
+  }
+
+  absl::Status FlushSends() override { return Reap(/*wait=*/true); }
+
+  absl::StatusOr<bool> Probe(int peer, int tag) override {
+    int flag = 0;
+    int rc = MPI_Iprobe(peer, tag, comm_, &flag, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) return FromMpi(rc, "iprobe");
+    return flag != 0;
+  }
+
   absl::StatusOr<std::vector<uint8_t>> RecvAny(int peer, int tag) override {
     MPI_Status st;
     int rc = MPI_Probe(peer, tag, comm_, &st);
@@ -113,6 +134,27 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // Frees the buffers of completed asynchronous sends (all of them, waiting, when `wait`).
+  absl::Status Reap(bool wait) {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      int done = 0;
+      int rc = wait ? MPI_Wait(&it->request, MPI_STATUS_IGNORE)
+                    : MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) return FromMpi(rc, "send completion");
+      if (wait || done) {
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  struct Pending {
+    std::vector<uint8_t> bytes;
+    MPI_Request request;
+  };
+  std::list<Pending> pending_;  // a list: MPI holds pointers into each element
   MPI_Comm comm_;
   bool owned_;
   int rank_ = 0;
