@@ -136,7 +136,8 @@ absl::Status Cluster::Submit(std::shared_ptr<Request> request) {
 }
 
 void Cluster::Pump(Replica& r) {
-  while (static_cast<int32_t>(r.in_flight.size()) < r.info.pp) {
+  const int32_t depth = options_.max_in_flight > 0 ? std::min(options_.max_in_flight, r.info.pp) : r.info.pp;
+  while (static_cast<int32_t>(r.in_flight.size()) < depth) {
     Schedule sched = ScheduleStep(options_.limits, r.running, r.waiting, *r.kv);
     if (sched.empty()) return;
     StepPlan plan;

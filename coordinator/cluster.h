@@ -54,6 +54,7 @@ struct ClusterOptions {
   SchedulerLimits limits;
   int32_t max_queued = 1024;                       // requests waiting in all queues together
   std::chrono::milliseconds heartbeat_timeout{5000};
+  int32_t max_in_flight = 0;  // steps in flight per replica; 0 = its pipeline depth (PP)
 };
 
 class Cluster {

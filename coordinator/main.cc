@@ -26,6 +26,7 @@ ABSL_FLAG(int, max_num_seqs, 64, "sequences running at once per replica");
 ABSL_FLAG(int, max_batch_tokens, 512, "new tokens per step per replica");
 ABSL_FLAG(int, max_queued, 1024, "queued requests before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, heartbeat_timeout_ms, 5000, "a silent replica is dropped after this");
+ABSL_FLAG(int, max_in_flight, 0, "steps in flight per replica (0 = its pipeline depth)");
 
 namespace tpserve {
 namespace {
@@ -72,6 +73,7 @@ int Run() {
   options.limits.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.heartbeat_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_heartbeat_timeout_ms));
+  options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   Cluster cluster(*config, *fingerprint, options);
   InferenceService inference(cluster, *config, std::filesystem::path(model).filename().string(),
                              *fingerprint, tokenizer.get());

@@ -36,7 +36,7 @@ void AddRmsNorm(float* x, const float* r, const float* weight, int64_t tokens, i
                 float eps, float* y);
 
 // Precomputed RoPE angles: cos/sin [max_positions, head_dim / 2] fp32, computed as HF does
-// (inv_freq = theta^(-2i/d) in fp32, angle = pos * inv_freq).
+// (inv_freq = 1 / theta^(2i/d) in fp32, angle = pos * inv_freq in fp32).
 struct RopeTable {
   int64_t max_positions = 0;
   int64_t half_dim = 0;
@@ -85,8 +85,8 @@ struct AttentionSeq {
 // Causal grouped-query attention over the paged cache, which must already hold K/V for
 // every position up to each query. Query head h reads cache head kv_head_of_q[h] (a rank
 // holding a slice of the heads maps its local query heads to its local KV heads).
-// A query at position i sees keys j with max(0, i - sliding_window) < j <= i when
-// sliding_window > 0, else 0 <= j <= i.
+// A query at position i sees keys j with max(0, i - sliding_window + 1) <= j <= i when
+// sliding_window > 0 (Hugging Face's i - W < j <= i), else 0 <= j <= i.
 // q, out: [total_tokens, q_heads, head_dim] fp32. Softmax in fp32 with max subtraction.
 struct AttentionParams {
   const float* q = nullptr;

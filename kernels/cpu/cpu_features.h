@@ -50,7 +50,7 @@ bool ForceIsa(Isa isa);
 #endif
 // Requests the cache line `bytes` past `p` (include <immintrin.h>). The address is formed as
 // an integer, so asking beyond the end of an array is well defined; a prefetch never faults.
-#define TPSERVE_PREFETCH_AHEAD(p, bytes, hint)                                                \
+#define TPSERVE_PREFETCH_AHEAD(p, bytes, hint) \
   _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + (bytes)), (hint))
 // A body written once in plain C++ and instantiated under each target above, so that the
 // compiler vectorises it at that width.

@@ -22,7 +22,8 @@ __attribute__((always_inline)) inline float FastExp(float x) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   // Comparisons are false for NaN, so NaN passes through the clamp unchanged.
   const float xc = x < kLo ? kLo : (x > kHi ? kHi : x);
-  const float fn = (xc * kLog2e + kRound) - kRound;
+  const float t = xc * kLog2e + kRound;  // n = round(x / ln 2) sits in t's low mantissa bits
+  const float fn = t - kRound;
   float r = xc - fn * kLn2Hi;
   r = r - fn * kLn2Lo;
   float p = 1.9875691500e-4f;
@@ -32,12 +33,13 @@ __attribute__((always_inline)) inline float FastExp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float e = p * (r * r) + r + 1.0f;
-  // n is in [-126, 128]; 2^n is applied as two factors so that n = 128 cannot overflow the
-  // exponent field.
-  const int32_t n = static_cast<int32_t>(fn);
-  const int32_t h = n >> 1;
-  const float s1 = std::bit_cast<float>((h + 127) << 23);
-  const float s2 = std::bit_cast<float>((n - h + 127) << 23);
+  // n is in [-126, 128] (garbage for NaN, which the result ignores). It is read from t's bits
+  // in unsigned arithmetic, never by a float-to-int conversion (undefined for NaN), and 2^n
+  // is applied as two factors so that n = 128 cannot overflow the exponent field.
+  const uint32_t n = std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(kRound);
+  const uint32_t h = static_cast<uint32_t>(static_cast<int32_t>(n) >> 1);
+  const float s1 = std::bit_cast<float>((h + 127u) << 23);
+  const float s2 = std::bit_cast<float>((n - h + 127u) << 23);
   float y = e * s1 * s2;
   y = x > kHi ? std::numeric_limits<float>::infinity() : y;
   y = x < kLo ? 0.0f : y;

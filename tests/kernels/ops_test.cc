@@ -175,7 +175,7 @@ const Impl kFast{"fast",     &MatMul, &Embedding,    &RmsNorm,       &AddRmsNorm
 
 // =========================== hand-computed cases ===========================
 
-TEST(HandComputed, RmsNormOf3And4IsThreeAndFourOverRootOf12Point5) {
+TEST(HandComputedOps, RmsNormOf3And4IsThreeAndFourOverRootOf12Point5) {
   for (const Impl& impl : {kRef, kFast}) {
     SCOPED_TRACE(impl.name);
     const float x[2] = {3, 4};
@@ -193,7 +193,7 @@ TEST(HandComputed, RmsNormOf3And4IsThreeAndFourOverRootOf12Point5) {
   }
 }
 
-TEST(HandComputed, AddRmsNormUpdatesTheResidualThenNormalisesIt) {
+TEST(HandComputedOps, AddRmsNormUpdatesTheResidualThenNormalisesIt) {
   for (const Impl& impl : {kRef, kFast}) {
     SCOPED_TRACE(impl.name);
     float x[2] = {1, 2};
@@ -207,7 +207,7 @@ TEST(HandComputed, AddRmsNormUpdatesTheResidualThenNormalisesIt) {
   }
 }
 
-TEST(HandComputed, RopeTableFollowsHfFp32Recipe) {
+TEST(HandComputedOps, RopeTableFollowsHfFp32Recipe) {
   constexpr int64_t kDim = 128, kPositions = 4096;
   std::vector<float> cos(kPositions * kDim / 2), sin(cos.size());
   BuildRopeTable(1e6, kDim, kPositions, cos.data(), sin.data());
@@ -231,7 +231,7 @@ TEST(HandComputed, RopeTableFollowsHfFp32Recipe) {
   EXPECT_EQ(cos[4095 * kDim / 2], std::cos(4095.0f));  // inv_freq_0 = 1: angle is exact
 }
 
-TEST(HandComputed, RopeAtPositionZeroIsIdentity) {
+TEST(HandComputedOps, RopeAtPositionZeroIsIdentity) {
   constexpr int64_t kDim = 8;
   std::vector<float> cos(4 * kDim / 2), sin(cos.size());
   BuildRopeTable(10000.0, kDim, 4, cos.data(), sin.data());
@@ -247,7 +247,7 @@ TEST(HandComputed, RopeAtPositionZeroIsIdentity) {
   }
 }
 
-TEST(HandComputed, RopeRotatesElementIWithElementIPlusHalfDim) {
+TEST(HandComputedOps, RopeRotatesElementIWithElementIPlusHalfDim) {
   // head_dim 4, theta 10000: inv_freq = [1, 0.01]; at position 1 the pair (0, 2) turns by
   // 1 rad and the pair (1, 3) by 0.01 rad (HF's rotate_half, not interleaved pairs).
   std::vector<float> cos(2 * 2), sin(2 * 2);
@@ -265,7 +265,7 @@ TEST(HandComputed, RopeRotatesElementIWithElementIPlusHalfDim) {
   }
 }
 
-TEST(HandComputed, SwiGluIsSiluOfGateTimesUp) {
+TEST(HandComputedOps, SwiGluIsSiluOfGateTimesUp) {
   // gate_up row: [gate | up].
   const float gate_up[8] = {0, 1, -1, 20, 5, 2, 2, 1};
   for (const Impl& impl : {kRef, kFast}) {
@@ -279,7 +279,7 @@ TEST(HandComputed, SwiGluIsSiluOfGateTimesUp) {
   }
 }
 
-TEST(HandComputed, EmbeddingCopiesTheChosenRowsWidened) {
+TEST(HandComputedOps, EmbeddingCopiesTheChosenRowsWidened) {
   const std::vector<float> values = {1, 2, 3, 4, -0.5f, 256};  // exact in BF16 and F16
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
     const HostWeights table = MakeWeights(dt, 3, 2, values);
@@ -294,7 +294,7 @@ TEST(HandComputed, EmbeddingCopiesTheChosenRowsWidened) {
   }
 }
 
-TEST(HandComputed, MatMulOfTinyMatrixIsXTimesWTransposed) {
+TEST(HandComputedOps, MatMulOfTinyMatrixIsXTimesWTransposed) {
   const float x[3] = {1, 2, 3};
   const HostWeights w = MakeWeights(DType::kF32, 4, 3, {1, 0, 0, 0, 1, 0, 1, 1, 1, -1, 0.5f, 2});
   for (const Impl& impl : {kRef, kFast}) {
@@ -310,7 +310,7 @@ TEST(HandComputed, MatMulOfTinyMatrixIsXTimesWTransposed) {
 
 // Small integers make every partial sum exact in fp32 whatever the summation order, so
 // every kernel (GEMV and GEMM paths, every dtype and level) must agree bit for bit.
-TEST(HandComputed, MatMulOfSmallIntegersIsExactOnEveryPathAndLevel) {
+TEST(HandComputedOps, MatMulOfSmallIntegersIsExactOnEveryPathAndLevel) {
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> small(-8, 8);
   constexpr int64_t kRows = 37, kCols = 1001;
@@ -348,7 +348,7 @@ TEST(HandComputed, MatMulOfSmallIntegersIsExactOnEveryPathAndLevel) {
 
 // The reference against an independent double-precision dot product, and the fast op
 // against both, on random BF16 weights.
-TEST(HandComputed, MatMulAgreesWithDoublePrecisionDotProduct) {
+TEST(HandComputedOps, MatMulAgreesWithDoublePrecisionDotProduct) {
   std::mt19937 rng(11);
   constexpr int64_t kTokens = 5, kRows = 19, kCols = 777;
   const std::vector<float> x = RandomFloats(kTokens * kCols, rng);
@@ -410,7 +410,7 @@ AttentionParams OneSeqParams(const float* q, float* out, int64_t q_heads, const 
   return p;
 }
 
-TEST(HandComputed, AttentionWithOneKeyReturnsItsValue) {
+TEST(HandComputedOps, AttentionWithOneKeyReturnsItsValue) {
   std::mt19937 rng(3);
   HandCache cache(2, 4, 1, 16);
   const std::vector<int32_t> table = {1};
@@ -428,7 +428,7 @@ TEST(HandComputed, AttentionWithOneKeyReturnsItsValue) {
   }
 }
 
-TEST(HandComputed, AttentionWeightsAreSoftmaxOfScaledScores) {
+TEST(HandComputedOps, AttentionWeightsAreSoftmaxOfScaledScores) {
   // Keys e0 and e1, q = (1, 0), scale 2: scores (2, 0), weights (e^2, 1) / (e^2 + 1).
   HandCache cache(1, 2, 1, 2);
   const std::vector<int32_t> table = {0};
@@ -476,14 +476,14 @@ void ExpectVisiblePositions(const Impl& impl, int64_t len, int64_t window, int64
   }
 }
 
-TEST(HandComputed, CausalMaskHidesFuturePositionsAlreadyInTheCache) {
+TEST(HandComputedOps, CausalMaskHidesFuturePositionsAlreadyInTheCache) {
   for (const Impl& impl : {kRef, kFast}) {
     ExpectVisiblePositions(impl, 12, 0, 0);   // prefill of 12 tokens
     ExpectVisiblePositions(impl, 12, 0, 11);  // decode at position 11
   }
 }
 
-TEST(HandComputed, SlidingWindowSeesExactlyTheLastWindowPositionsIncludingSelf) {
+TEST(HandComputedOps, SlidingWindowSeesExactlyTheLastWindowPositionsIncludingSelf) {
   for (const Impl& impl : {kRef, kFast}) {
     ExpectVisiblePositions(impl, 12, 4, 0);   // queries before the window fills see 0..i
     ExpectVisiblePositions(impl, 12, 4, 9);   // chunked prefill inside a full window
@@ -492,7 +492,7 @@ TEST(HandComputed, SlidingWindowSeesExactlyTheLastWindowPositionsIncludingSelf) 
   }
 }
 
-TEST(HandComputed, GqaQueryHeadReadsTheKvHeadItIsMappedTo) {
+TEST(HandComputedOps, GqaQueryHeadReadsTheKvHeadItIsMappedTo) {
   constexpr int64_t kDim = 4, kLen = 5, kKvHeads = 3, kQHeads = 6;
   HandCache cache(kLen, 1, kKvHeads, kDim);
   std::vector<int32_t> table(kLen);
@@ -520,7 +520,7 @@ TEST(HandComputed, GqaQueryHeadReadsTheKvHeadItIsMappedTo) {
   }
 }
 
-TEST(HandComputed, ScatteredBlockTableIsFollowedByWriteAndAttention) {
+TEST(HandComputedOps, ScatteredBlockTableIsFollowedByWriteAndAttention) {
   // block_size 2, sequence blocks [3, 0, 2]: positions 0..5 live in physical slots
   // 6, 7, 0, 1, 4, 5; block 1 (slots 2, 3) belongs to nobody and must stay untouched.
   constexpr int64_t kDim = 6;
@@ -872,7 +872,7 @@ INSTANTIATE_TEST_SUITE_P(BackendOps, PagedAttentionMatchesReference,
                          });
 
 // FastExp backs the fast softmax and SwiGlu; its edges decide NaN/inf parity there.
-TEST(HandComputed, FastExpIsWithinThreeUlpOfLibmAndKeepsItsEdges) {
+TEST(HandComputedOps, FastExpIsWithinThreeUlpOfLibmAndKeepsItsEdges) {
   for (float x = -87.0f; x <= 88.5f; x += 0.0137f) {
     const float want = std::exp(x), got = cpu::FastExp(x);
     ASSERT_NEAR(got, want, 3 * 1.2e-7 * want) << "x=" << x;
@@ -885,13 +885,15 @@ TEST(HandComputed, FastExpIsWithinThreeUlpOfLibmAndKeepsItsEdges) {
   EXPECT_TRUE(std::isnan(cpu::FastExp(NAN)));
 }
 
-TEST(HandComputed, CpuDispatchReportsALevelAndForcingAnUnsupportedOneFails) {
+TEST(HandComputedOps, CpuDispatchReportsALevelAndForcingAnUnsupportedOneFails) {
   const Isa best = cpu::BestSupportedIsa();
   EXPECT_TRUE(cpu::ForceIsa(Isa::kScalar));
   EXPECT_EQ(cpu::ActiveIsa(), Isa::kScalar);
   EXPECT_TRUE(cpu::ForceIsa(best));
   EXPECT_EQ(cpu::ActiveIsa(), best);
-  if (best != Isa::kAvx512) EXPECT_FALSE(cpu::ForceIsa(Isa::kAvx512));
+  if (best != Isa::kAvx512) {
+    EXPECT_FALSE(cpu::ForceIsa(Isa::kAvx512));
+  }
 }
 
 }  // namespace
