@@ -46,7 +46,10 @@ class LocalCluster:
         for name, tp, pp in replicas:
             self.start_replica(name, tp, pp)
         self.client = tpserve.Client(self.api, timeout=120)
-        self.wait_serving(len(replicas))
+        if replicas:
+            self.wait_serving(len(replicas))
+        else:
+            self.wait_listening()
 
     def start_replica(self, name, tp, pp):
         env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -63,6 +66,16 @@ class LocalCluster:
         """Kills the whole mpirun job at once, as a crashed node would."""
         os.killpg(self.workers[name].pid, signal.SIGKILL)
         self.workers[name].wait()
+
+    def wait_listening(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                self.client.model_info()
+                return
+            except tpserve.TpserveError:
+                time.sleep(0.1)
+        raise TimeoutError(f"coordinator at {self.api} not answering")
 
     def wait_serving(self, replicas, timeout=60):
         deadline = time.time() + timeout
