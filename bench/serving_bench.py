@@ -66,10 +66,14 @@ def main():
     ap.add_argument("--prompt_len", type=int, default=32)
     ap.add_argument("--new_tokens", type=int, default=32)
     ap.add_argument("--model_dir", default="/tmp/tpserve-serving-bench-model")
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument("--only", default="", help="run only setups whose name contains this")
     args = ap.parse_args()
     model = args.model_dir
     if not os.path.exists(os.path.join(model, "model.safetensors")):
-        make_model(model, layers=8, hidden=512, vocab=4000)
+        make_model(model, layers=args.layers, hidden=args.hidden, vocab=args.vocab)
     levels = [int(c) for c in args.concurrency.split(",")]
     setups = [
         ("1 replica TP1xPP1", [("r", 1, 1)], []),
@@ -81,6 +85,8 @@ def main():
     print("| setup | concurrency | TTFT median ms | ITL median ms | requests/s | output tokens/s |")
     print("|---|---|---|---|---|---|")
     for name, replicas, extra in setups:
+        if args.only not in name:
+            continue
         c = LocalCluster(model=model, replicas=replicas, kv_blocks=2048, block_size=16,
                          coordinator_args=extra, log_dir="/tmp")
         try:
