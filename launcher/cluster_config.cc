@@ -57,7 +57,8 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
   if (absl::Status s = Read(ctx, root["model"], "model", &c.model); !s.ok()) return s;
   if (!c.model.empty() && c.model[0] != '/') c.model = base_dir + "/" + c.model;
   if (const YAML::Node co = root["coordinator"]) {
-    if (absl::Status s = OnlyKeys(ctx, co, "coordinator", {"listen", "worker_listen"}); !s.ok()) return s;
+    if (absl::Status s = OnlyKeys(ctx, co, "coordinator", {"listen", "worker_listen", "args"}); !s.ok()) return s;
+    if (absl::Status s = Read(ctx, co["args"], "coordinator.args", &c.coordinator_args); !s.ok()) return s;
     if (absl::Status s = Read(ctx, co["listen"], "coordinator.listen", &c.coordinator_listen); !s.ok()) return s;
     if (absl::Status s = Read(ctx, co["worker_listen"], "coordinator.worker_listen", &c.coordinator_worker_listen); !s.ok()) return s;
   }

@@ -31,6 +31,7 @@ struct ClusterConfig {
   std::string model;  // absolute, or relative to the config file's folder
   std::string coordinator_listen = "127.0.0.1:50051";
   std::string coordinator_worker_listen = "127.0.0.1:50052";
+  std::vector<std::string> coordinator_args;  // extra tpserve-coordinator flags
   std::vector<ReplicaConfig> replicas;
   SchedulerConfig scheduler;
 };

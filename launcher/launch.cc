@@ -115,10 +115,12 @@ int Run(int argc, char** argv) {
   signal(SIGTERM, OnSignal);
 
   const ClusterConfig& c = *config;
-  const pid_t coord = Spawn({coordinator, "--model", c.model, "--listen", c.coordinator_listen,
-                             "--worker_listen", c.coordinator_worker_listen, "--max_num_seqs",
-                             std::to_string(c.scheduler.max_num_seqs), "--max_batch_tokens",
-                             std::to_string(c.scheduler.max_batch_tokens)});
+  std::vector<std::string> coord_cmd = {
+      coordinator, "--model", c.model, "--listen", c.coordinator_listen, "--worker_listen",
+      c.coordinator_worker_listen, "--max_num_seqs", std::to_string(c.scheduler.max_num_seqs),
+      "--max_batch_tokens", std::to_string(c.scheduler.max_batch_tokens)};
+  coord_cmd.insert(coord_cmd.end(), c.coordinator_args.begin(), c.coordinator_args.end());
+  const pid_t coord = Spawn(coord_cmd);
   std::map<std::string, pid_t> jobs;
   std::map<std::string, int> restarts;
   for (const ReplicaConfig& r : c.replicas) jobs[r.name] = Spawn(ReplicaCommand(c, r, worker));

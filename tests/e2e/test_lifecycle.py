@@ -3,6 +3,7 @@ heartbeat loss and the launcher's supervision."""
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -50,12 +51,14 @@ def test_a_replica_of_another_model_is_refused_with_a_clear_error(tmp_path):
 
 
 def test_workers_survive_a_coordinator_restart_and_register_again(tmp_path):
-    c = LocalCluster(log_dir=str(tmp_path))
+    c = LocalCluster(replicas=[], log_dir=str(tmp_path))
     try:
+        c.start_replica("r0", 1, 2)
+        c.wait_serving(1)
         before = c.client.generate(prompt="again", max_new_tokens=5, temperature=0).token_ids
-        c.coordinator.send_signal(signal.SIGKILL)
-        c.coordinator.wait()
-        c.coordinator = subprocess.Popen(
+        c.main.send_signal(signal.SIGKILL)
+        c.main.wait()
+        c.main = subprocess.Popen(
             [f"{BUILD}/coordinator/tpserve-coordinator", "--model", c.model, "--listen", c.api,
              "--worker_listen", c.link],
             stdout=open(tmp_path / "coordinator2.log", "w"), stderr=subprocess.STDOUT)
@@ -69,20 +72,17 @@ def test_workers_survive_a_coordinator_restart_and_register_again(tmp_path):
 def test_a_silent_replica_is_marked_not_serving_and_its_requests_move(tmp_path):
     c = LocalCluster(replicas=[("a", 1, 1), ("b", 1, 1)], log_dir=str(tmp_path),
                      coordinator_args=["--heartbeat_timeout_ms", "1500"])
-    ranks = []
+    ranks = c.replica_ranks("a")
     try:
-        ranks = subprocess.run(["pgrep", "-f", f"tpserve-worker.*{c.link}.*--name a"],
-                               capture_output=True, text=True).stdout.split()
         assert ranks
         for pid in ranks:
-            os.kill(int(pid), signal.SIGSTOP)  # hung, not dead: no heartbeats, socket open
+            os.kill(pid, signal.SIGSTOP)  # hung, not dead: no heartbeats, socket open
         assert wait_until(lambda: {r.name: r.state for r in c.client.cluster_status().replicas}
                           .get("a") == "NOT_SERVING", timeout=30)
         assert c.client.generate(prompt="still", max_new_tokens=3, temperature=0).generated_tokens == 3
     finally:
-        os.killpg(c.workers["a"].pid, signal.SIGKILL)
         for pid in ranks:
-            os.kill(int(pid), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         c.close()
 
 
@@ -119,3 +119,24 @@ scheduler: {{kv_block_size: 4}}
         assert launcher.wait(timeout=60) == 0
     left = subprocess.run(["pgrep", "-f", f"tpserve-.*{link}"], capture_output=True, text=True).stdout
     assert left.strip() == ""
+
+
+def test_a_full_queue_answers_resource_exhausted_and_queued_requests_still_finish(tmp_path):
+    c = LocalCluster(replicas=[], coordinator_args=["--max_queued", "2"], log_dir=str(tmp_path))
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            c.client.generate(prompt="queued", max_new_tokens=3, temperature=0).generated_tokens))
+            for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: c.client.cluster_status().queued_requests == 2)
+        with pytest.raises(tpserve.OverloadedError) as e:
+            c.client.generate(prompt="one too many", max_new_tokens=3)
+        assert "max_queued" in str(e.value)
+        c.start_replica("late", 1, 1)  # the queued requests run once a replica registers
+        for t in threads:
+            t.join(timeout=60)
+        assert results == [3, 3]
+    finally:
+        c.close()
