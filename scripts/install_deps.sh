@@ -3,7 +3,7 @@
 # what is missing. Runs apt-get through sudo when not root.
 set -euo pipefail
 packages=(
-  cmake ninja-build clang libclang-rt-14-dev libomp-dev python3 python3-venv python3-pip
+  cmake ninja-build clang libclang-rt-14-dev libomp-dev python3 python3-venv python3-pip procps
   libopenmpi-dev openmpi-bin
   libabsl-dev nlohmann-json3-dev libgtest-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
