@@ -34,7 +34,7 @@ def pids_of(pattern):
 
 
 class LocalCluster:
-    """A cluster of (name, tp, pp) replicas. Started through the launcher, except with no
+    """A cluster of (name, tp, pp[, layers_per_stage]) replicas. Started through the launcher, except with no
     replicas: then a bare coordinator, for tests that add replicas by hand (start_replica)."""
 
     def __init__(self, model="tiny-mistral", replicas=(("r0", 1, 1),), kv_blocks=0,
@@ -55,9 +55,10 @@ class LocalCluster:
                 f.write(f'coordinator: {{listen: "{self.api}", worker_listen: "{self.link}", '
                         f"args: [{', '.join(coordinator_args)}]}}\n")
                 f.write("replicas:\n")
-                for name, tp, pp in replicas:
+                for name, tp, pp, *layers in replicas:
+                    split = f", layers_per_stage: {layers[0]}" if layers else ""
                     f.write(f"  - {{name: {name}, tensor_parallel: {tp}, pipeline_parallel: {pp}, "
-                            f"mpirun_args: {MPI_ARGS}}}\n")
+                            f"mpirun_args: {MPI_ARGS}{split}}}\n")
                 f.write(f"scheduler: {{kv_block_size: {block_size}, kv_cache_blocks: {kv_blocks}}}\n")
             cmd = [f"{BUILD}/launcher/tpserve-launch", config]
         else:

@@ -30,9 +30,11 @@ def cluster(tmp_path_factory):
     c.close()
 
 
-@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1), (1, 2), (2, 2), (4, 1)])
-def test_every_layout_gives_the_reference_greedy_tokens(tp, pp, tmp_path):
-    c = LocalCluster(replicas=[("r", tp, pp)], log_dir=str(tmp_path))
+@pytest.mark.parametrize("tp,pp,layers", [(1, 1, None), (2, 1, None), (1, 2, None), (2, 2, None),
+                                          (1, 3, [2, 1, 1]), (4, 1, None)])
+def test_every_layout_gives_the_reference_greedy_tokens(tp, pp, layers, tmp_path):
+    replica = ("r", tp, pp) + ((layers,) if layers else ())
+    c = LocalCluster(replicas=[replica], log_dir=str(tmp_path))
     try:
         for seq in GOLDEN["sequences"][:3]:
             want = clear_greedy(seq)

@@ -140,3 +140,16 @@ def test_a_full_queue_answers_resource_exhausted_and_queued_requests_still_finis
         assert results == [3, 3]
     finally:
         c.close()
+
+
+def test_server_reflection_lists_the_api_for_grpcurl(tmp_path):
+    import grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    c = LocalCluster(replicas=[], log_dir=str(tmp_path))
+    try:
+        with grpc.insecure_channel(c.api) as channel:
+            services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        assert {"tpserve.v1.Inference", "grpc.health.v1.Health"} <= services
+    finally:
+        c.close()

@@ -18,7 +18,7 @@ sources_hash="$( { echo tests/python/run.sh proto/tpserve/v1/inference.proto
   tr ' ' '\n' | sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$sources_hash" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    grpcio grpcio-tools pytest pytest-asyncio ./clients/python
+    grpcio grpcio-tools grpcio-reflection pytest pytest-asyncio ./clients/python
   echo "$sources_hash" > "$stamp"
 fi
 
