@@ -326,31 +326,34 @@ absl::Status Engine::ComputeLogits(const StepPlan& plan, StepResult* result) {
     }
   }
   const int64_t nr = static_cast<int64_t>(rows.size());
-  std::vector<float> hidden(nr * h);
+  head_in_.resize(nr * h);
   for (int64_t r = 0; r < nr; ++r) {
-    std::memcpy(hidden.data() + r * h, x_.data() + rows[r] * h, h * sizeof(float));
+    std::memcpy(head_in_.data() + r * h, x_.data() + rows[r] * h, h * sizeof(float));
   }
-  kernels::RmsNorm(hidden.data(), weights_.final_norm.data(), nr, h, config_.rms_norm_eps,
-                   hidden.data());
-  const int64_t shard = layout_.vocab_shard;
+  kernels::RmsNorm(head_in_.data(), weights_.final_norm.data(), nr, h, config_.rms_norm_eps,
+                   head_in_.data());
   const int64_t local = layout_.vocab_end - layout_.vocab_begin;
-  std::vector<float> part(nr * shard, 0.0f);
-  std::vector<float> local_logits(nr * local);
-  kernels::MatMul(hidden.data(), nr, weights_.lm_head.view, local_logits.data());
-  for (int64_t r = 0; r < nr; ++r) {
-    std::memcpy(part.data() + r * shard, local_logits.data() + r * local, local * sizeof(float));
-  }
-  std::vector<float> logits(nr * vocab);
+  std::vector<float>& logits = logits_;
   if (layout_.tp == 1) {
-    logits = std::move(local_logits);
+    logits.resize(nr * vocab);
+    kernels::MatMul(head_in_.data(), nr, weights_.lm_head.view, logits.data());
   } else {
-    std::vector<float> gathered(layout_.tp * nr * shard);
-    RETURN_IF_ERROR(tp_group_->AllGather(part.data(), part.size() * sizeof(float), gathered.data()));
+    // Each tensor rank holds a vocab shard; shards are padded to one size for the gather.
+    const int64_t shard = layout_.vocab_shard;
+    shard_logits_.resize(nr * local);
+    kernels::MatMul(head_in_.data(), nr, weights_.lm_head.view, shard_logits_.data());
+    padded_.assign(nr * shard, 0.0f);
+    for (int64_t r = 0; r < nr; ++r) {
+      std::memcpy(padded_.data() + r * shard, shard_logits_.data() + r * local, local * sizeof(float));
+    }
+    gathered_.resize(layout_.tp * nr * shard);
+    RETURN_IF_ERROR(tp_group_->AllGather(padded_.data(), padded_.size() * sizeof(float), gathered_.data()));
+    logits.resize(nr * vocab);
     for (int t = 0; t < layout_.tp; ++t) {
       const int64_t begin = t * shard;
       const int64_t count = std::min(shard, vocab - begin);
       for (int64_t r = 0; r < nr && count > 0; ++r) {
-        std::memcpy(logits.data() + r * vocab + begin, gathered.data() + (t * nr + r) * shard,
+        std::memcpy(logits.data() + r * vocab + begin, gathered_.data() + (t * nr + r) * shard,
                     count * sizeof(float));
       }
     }
