@@ -46,7 +46,8 @@ class LocalCluster:
         self.block_size = block_size
         self.log_dir = log_dir
         self.workers = {}  # replicas started by hand, outside the launcher
-        self.env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+        self.env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("TPSERVE_OMP_THREADS", "1"),
+                        OMPI_ALLOW_RUN_AS_ROOT="1",
                         OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
         if replicas:
             config = os.path.join(log_dir, "cluster.yaml")
