@@ -177,6 +177,34 @@ absl::StatusOr<DType> ReadTorchDtype(const FieldReader& r) {
                                      ") is not one of float32, bfloat16, float16"));
 }
 
+// rope_theta sits at the top level in most configs; transformers 5 writes it inside
+// rope_parameters. Only plain RoPE is implemented: any scaling type is refused, not ignored.
+absl::StatusOr<double> ReadRopeTheta(const FieldReader& r) {
+  for (const char* field : {"rope_scaling", "rope_parameters"}) {
+    const Json* p = r.Find(field);
+    if (p == nullptr || p->is_null()) continue;
+    if (!p->is_object()) return r.Error(field, "must be an object or null");
+    for (const char* key : {"rope_type", "type"}) {
+      auto it = p->find(key);
+      if (it != p->end() && !(it->is_string() && it->get<std::string>() == "default")) {
+        return r.Error(field, absl::StrCat("has ", key, " ", it->dump(),
+                                           "; only default RoPE (no scaling) is supported"));
+      }
+    }
+  }
+  const Json* params = r.Find("rope_parameters");
+  if (r.Find("rope_theta") == nullptr && params != nullptr && params->is_object()) {
+    auto it = params->find("rope_theta");
+    if (it != params->end()) {
+      if (!it->is_number() || !(it->get<double>() > 0)) {
+        return r.Error("rope_parameters", "rope_theta must be a positive number");
+      }
+      return it->get<double>();
+    }
+  }
+  return r.PositiveNumber("rope_theta", 10000.0);
+}
+
 absl::StatusOr<ModelConfig> ParseObject(const Json& root, absl::string_view source) {
   const FieldReader r(root, source);
   ModelConfig c;
@@ -220,7 +248,7 @@ absl::StatusOr<ModelConfig> ParseObject(const Json& root, absl::string_view sour
   if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) {
     return r.Error("rms_norm_eps", absl::StrCat("(", eps, ") does not fit a positive float"));
   }
-  ASSIGN_OR_RETURN(c.rope_theta, r.PositiveNumber("rope_theta", 10000.0));
+  ASSIGN_OR_RETURN(c.rope_theta, ReadRopeTheta(r));
 
   if (c.architecture == Architecture::kMistral) {
     ASSIGN_OR_RETURN(std::optional<int> window, r.OptionalInt("sliding_window"));

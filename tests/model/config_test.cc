@@ -403,3 +403,31 @@ INSTANTIATE_TEST_SUITE_P(EveryError, BadConfigTest, ::testing::ValuesIn(BadConfi
 
 }  // namespace
 }  // namespace tpserve
+
+namespace tpserve {
+namespace {
+
+constexpr char kBase[] = R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+  "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+  "vocab_size": 100, "max_position_embeddings": 64)";
+
+TEST(ConfigRopeTest, RopeThetaInsideRopeParametersIsRead) {
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(
+      std::string(kBase) + R"(, "rope_parameters": {"rope_theta": 500000.0, "rope_type": "default"}})",
+      "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 500000.0);
+}
+
+TEST(ConfigRopeTest, RopeScalingIsRefusedNotIgnored) {
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(
+      std::string(kBase) + R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})", "config.json");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("rope_scaling"), std::string_view::npos);
+  absl::StatusOr<ModelConfig> plain =
+      ParseModelConfig(std::string(kBase) + R"(, "rope_scaling": null})", "config.json");
+  EXPECT_TRUE(plain.ok()) << plain.status();
+}
+
+}  // namespace
+}  // namespace tpserve
