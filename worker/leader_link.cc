@@ -68,8 +68,13 @@ Session RunSession(Engine& engine, const LeaderLinkOptions& o, const std::atomic
         break;
       }
       v1::WorkerMessage hb;
-      hb.mutable_heartbeat()->set_unix_millis(0);
+      hb.mutable_heartbeat()->set_unix_millis(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::system_clock::now().time_since_epoch()).count()));
+      // Write without the queue's lock: a slow stream must not hold up the step loop.
+      lock.unlock();
       write(hb);
+      lock.lock();
     }
   });
 
