@@ -314,7 +314,7 @@ TEST(HandComputedOps, MatMulOfSmallIntegersIsExactOnEveryPathAndLevel) {
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> small(-8, 8);
   constexpr int64_t kRows = 37, kCols = 1001;
-  for (int64_t tokens : {int64_t{1}, int64_t{3}, int64_t{9}, cpu::kGemvMaxTokens,
+  for (int64_t tokens : {int64_t{1}, int64_t{3}, int64_t{9}, int64_t{16}, cpu::kGemvMaxTokens,
                          cpu::kGemvMaxTokens + 1, int64_t{40}}) {
     std::vector<float> x(tokens * kCols), wv(kRows * kCols);
     for (float& v : x) v = static_cast<float>(small(rng));
@@ -576,6 +576,20 @@ const std::vector<MatMulCase>& MatMulCases() {
       {"gemv_f16_16tok_96x512", 16, 96, 512, DType::kF16, 1e-5},
       {"gemv_bf16_13tok_5x600", 13, 5, 600, DType::kBF16, 1e-5},
       {"gemv_bf16_21tok_300x700_two_row_blocks", 21, 300, 700, DType::kBF16, 1e-5},
+      // Column-blocked GEMV (8+ tokens, AVX-512): several column blocks with a partial last
+      // chunk, row counts that leave a row tail, token counts that leave 1-3 tokens over.
+      {"gemv_blocked_bf16_8tok_37x1100", 8, 37, 1100, DType::kBF16, 1e-5},
+      {"gemv_blocked_bf16_9tok_70x1537", 9, 70, 1537, DType::kBF16, 1e-5},
+      {"gemv_blocked_bf16_15tok_67x1025", 15, 67, 1025, DType::kBF16, 1e-5},
+      {"gemv_blocked_bf16_16tok_130x4097", 16, 130, 4097, DType::kBF16, 1e-5},
+      {"gemv_blocked_bf16_17tok_33x513", 17, 33, 513, DType::kBF16, 1e-5},
+      {"gemv_blocked_bf16_24tok_300x1000_two_row_blocks", 24, 300, 1000, DType::kBF16, 1e-5},
+      {"gemv_blocked_bf16_31tok_21x31", 31, 21, 31, DType::kBF16, 1e-5},
+      {"gemv_blocked_bf16_32tok_45x2049", 32, 45, 2049, DType::kBF16, 1e-5},
+      {"gemv_blocked_f16_12tok_19x777", 12, 19, 777, DType::kF16, 1e-5},
+      {"gemv_blocked_f32_10tok_23x1030", 10, 23, 1030, DType::kF32, 1e-5},
+      {"nan_in_w_gemv_blocked_bf16_16tok", 16, 21, 700, DType::kBF16, 1e-5, Poison::kNanInW},
+      {"nan_in_x_gemv_blocked_f32_8tok", 8, 21, 700, DType::kF32, 1e-5, Poison::kNanInX},
       // The GEMV/GEMM switch (matmul_kernels.h), from both sides.
       {"gemv_last_bf16_" + std::to_string(cpu::kGemvMaxTokens) + "tok_70x1100", cpu::kGemvMaxTokens,
        70, 1100, DType::kBF16, 1e-5},
