@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "model/checkpoint.h"
+#include "model/gguf.h"
+#include "model/gguf_config.h"
 #include "worker/sampler.h"
 
 namespace tpserve {
@@ -23,20 +26,34 @@ struct Loaded {
 absl::StatusOr<Loaded> LoadRank(const std::string& model_dir, const EngineOptions& o,
                                 int world_size, int rank) {
   Loaded out;
-  ASSIGN_OR_RETURN(out.config, LoadModelConfig(model_dir));
+  // A folder without config.json but with one *.gguf file is a llama.cpp model (engine.h).
+  ASSIGN_OR_RETURN(std::optional<std::string> gguf_path, FindModelGguf(model_dir));
+  std::unique_ptr<GgufModel> gguf;
+  if (gguf_path.has_value()) {
+    ASSIGN_OR_RETURN(gguf, GgufModel::Open(*gguf_path));
+    ASSIGN_OR_RETURN(out.config, ModelConfigFromGguf(gguf->file(), *gguf_path));
+  } else {
+    ASSIGN_OR_RETURN(out.config, LoadModelConfig(model_dir));
+  }
   ASSIGN_OR_RETURN(out.layout,
                    MakeLayout(out.config, o.tp, o.pp, world_size, rank, o.layers_per_stage));
   if (o.kv_block_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat("kv_block_size ", o.kv_block_size, " < 1"));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(model_dir));
-  absl::StatusOr<ShardWeights> weights = LoadShardWeights(*ckpt, out.config, out.layout);
+  absl::StatusOr<ShardWeights> weights;
+  std::unique_ptr<Checkpoint> ckpt;
+  if (gguf != nullptr) {
+    weights = LoadShardWeights(*gguf, out.config, out.layout);
+  } else {
+    ASSIGN_OR_RETURN(ckpt, Checkpoint::Open(model_dir));
+    weights = LoadShardWeights(*ckpt, out.config, out.layout);
+  }
   if (!weights.ok()) {
     return absl::Status(weights.status().code(),
-                        absl::StrCat(model_dir, ": ", weights.status().message()));
+                        absl::StrCat(gguf_path.value_or(model_dir), ": ", weights.status().message()));
   }
   out.weights = std::move(*weights);
-  // `ckpt` unmaps the files on return: only this rank's copies of its slices stay resident.
+  // `ckpt` / `gguf` unmap the files on return: only this rank's copies of its slices stay resident.
   return out;
 }
 

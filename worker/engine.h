@@ -37,6 +37,11 @@ class Engine {
   // Collective over `world` (which must outlive the Engine): reads config.json, checks the
   // layout, loads this rank's weight slices and allocates its KV cache. If any rank fails,
   // every rank returns the same error, prefixed with the failing rank ("rank 2: ...").
+  // `model_dir` is always a folder. With a config.json it is a Hugging Face folder
+  // (safetensors weights). Without one, if it holds exactly one *.gguf file, that llama.cpp
+  // file is the model: config from its metadata (ModelConfigFromGguf), weights dequantised to
+  // F32 at load, each rank reading only its rows (see LoadShardWeights); several *.gguf files
+  // without a config.json are InvalidArgument (FindModelGguf).
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const std::string& model_dir,
                                                         const EngineOptions& options,
                                                         Communicator& world);

@@ -10,6 +10,7 @@
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "model/gguf.h"
 #include "worker/layout.h"
 
 namespace tpserve {
@@ -41,6 +42,17 @@ struct ShardWeights {
 // NotFound for a missing tensor, InvalidArgument for a wrong shape or a dtype other than
 // F32/F16/BF16, or fused projections stored in different dtypes.
 absl::StatusOr<ShardWeights> LoadShardWeights(const Checkpoint& ckpt, const ModelConfig& config,
+                                              const Layout& layout);
+
+// The same slices from a llama.cpp GGUF file (names token_embd, blk.N.attn_q, ..., output;
+// `config` from ModelConfigFromGguf). Every matrix is dequantised to F32 (view dtype F32),
+// whatever its ggml type. Row slices (q/k/v, gate/up, vocab) dequantise only this rank's rows;
+// o and down need a column slice, so all their rows are dequantised and only this rank's
+// columns kept. attn_q / attn_k rows are put back from llama.cpp's interleaved RoPE order into
+// HF order (UnpermuteGgufQkRows), so the result equals what the safetensors path loads from
+// the same model. Errors: NotFound for a missing tensor; InvalidArgument for a wrong shape or
+// a type DequantizeRows does not support; both name the tensor.
+absl::StatusOr<ShardWeights> LoadShardWeights(const GgufModel& gguf, const ModelConfig& config,
                                               const Layout& layout);
 
 }  // namespace tpserve

@@ -25,6 +25,12 @@ namespace {
 
 Engine* g_engine = nullptr;
 std::string g_model;
+// Allowed RowError of logits (and relative error of logprobs) against the reference. 1e-3
+// for unquantised weights; a quantised GGUF run passes a larger one (see CMakeLists.txt).
+double g_tolerance = 1e-3;
+// Greedy tokens and top-1 tokens are compared only where the reference's top-1 margin is at
+// least this: below it the run's own error may legitimately swap the top two.
+double g_min_margin = 1e-2;
 
 struct GoldenSeq {
   std::vector<int32_t> prompt;
@@ -119,7 +125,7 @@ TEST_F(EngineGoldenTest, WholeSequencePrefillLogitsMatchReference) {
     for (int64_t row = 0; row < rows; ++row) {
       EXPECT_LT(RowError(r->seqs[i].logits.data() + row * vocab_,
                          golden_[i].logits.data() + row * vocab_, vocab_),
-                1e-3)
+                g_tolerance)
           << "seq " << i << " position " << row;
     }
   }
@@ -161,7 +167,7 @@ TEST_F(EngineGoldenTest, PipelinedMicroBatchesMatchReference) {
     for (int64_t row = 0; row < rows; ++row) {
       EXPECT_LT(RowError(results[i].seqs[0].logits.data() + row * vocab_,
                          golden_[i].logits.data() + row * vocab_, vocab_),
-                1e-3)
+                g_tolerance)
           << "seq " << i << " position " << row;
     }
   }
@@ -200,7 +206,7 @@ TEST_F(EngineGoldenTest, MixedPrefillAndDecodeBatchesMatchReference) {
       for (size_t row = 0; row < n; ++row) {
         EXPECT_LT(RowError(r->seqs[k].logits.data() + row * vocab_,
                            golden_[i].logits.data() + (done[i] + row) * vocab_, vocab_),
-                  1e-3)
+                  g_tolerance)
             << "seq " << i << " position " << done[i] + row << " step " << step;
       }
       done[i] += n;
@@ -221,7 +227,7 @@ TEST_F(EngineGoldenTest, GreedyContinuationsMatchReferenceWhereMarginIsClear) {
   int compared = 0;
   for (size_t i = 0; i < golden_.size(); ++i) {
     for (size_t t = 0; t < golden_[i].greedy.size(); ++t) {
-      if (golden_[i].margins[t] < 1e-2f) break;  // a near tie: later tokens may diverge
+      if (golden_[i].margins[t] < g_min_margin) break;  // a near tie: later tokens may diverge
       EXPECT_EQ(out->tokens[i][t], golden_[i].greedy[t]) << "seq " << i << " token " << t;
       ++compared;
     }
@@ -286,9 +292,14 @@ TEST_F(EngineGoldenTest, PromptLogprobsMatchReferenceLogSoftmax) {
     for (int64_t v = 0; v < vocab_; ++v) z += std::exp(double(row[v]) - mx);
     const double want = row[g.prompt[p + 1]] - mx - std::log(z);
     EXPECT_EQ(got[p].token, g.prompt[p + 1]);
-    EXPECT_NEAR(got[p].logprob, want, 1e-3 * std::max(1.0, std::fabs(want))) << p;
+    EXPECT_NEAR(got[p].logprob, want, g_tolerance * std::max(1.0, std::fabs(want))) << p;
     ASSERT_EQ(got[p].top.size(), 3u);
-    EXPECT_EQ(got[p].top[0].token, std::max_element(row, row + vocab_) - row);
+    const int64_t best = std::max_element(row, row + vocab_) - row;
+    float second = -INFINITY;
+    for (int64_t v = 0; v < vocab_; ++v) {
+      if (v != best) second = std::max(second, row[v]);
+    }
+    if (row[best] - second >= g_min_margin) EXPECT_EQ(got[p].top[0].token, best) << p;
   }
 }
 
@@ -346,6 +357,8 @@ int main(int argc, char** argv) {
     if (key == "--model") tpserve::g_model = value;
     if (key == "--tp") options.tp = std::stoi(value);
     if (key == "--pp") options.pp = std::stoi(value);
+    if (key == "--tolerance") tpserve::g_tolerance = std::stod(value);
+    if (key == "--min_margin") tpserve::g_min_margin = std::stod(value);
     if (key == "--block_size") options.kv_block_size = std::stoi(value);
     if (key == "--layers_per_stage") {
       for (absl::string_view p : absl::StrSplit(value, ',')) {
