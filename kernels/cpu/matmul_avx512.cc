@@ -13,7 +13,7 @@
 //    12-token register tile (24 zmm accumulators) broadcasts one x element per FMA pair.
 // Every function here carries the AVX-512 target attribute and is reached only through
 // Avx512MatMulKernels() after cpu_features.cc confirmed the CPU supports it. Checked against
-// ref::MatMul by tests/kernels/ops_test.cc; timed by bench/kernels_bench.cc.
+// ref::MatMul by tests/kernels/ops_test.cc; timed by bench/kernels/kernels_bench.cc.
 #include <immintrin.h>
 
 #include <algorithm>

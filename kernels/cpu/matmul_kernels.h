@@ -14,7 +14,7 @@ namespace tpserve::kernels::cpu {
 // kernels too read each weight from DRAM once (token groups of four pass over a block of
 // rows held in L2), and they skip the GEMM's widening and transposing of every weight into
 // fp32 panels, which only pays for itself over more tokens. Crossover measured with
-// bench/kernels_bench.cc on BF16 4096x4096 (AVX-512): near 32.
+// bench/kernels/kernels_bench.cc on BF16 4096x4096 (AVX-512): near 32.
 inline constexpr int64_t kGemvMaxTokens = 32;
 
 // GEMM blocking, shared by the driver (scratch sizes) and the kernels.
