@@ -379,7 +379,8 @@ absl::Status Engine::ComputeLogits(const StepPlan& plan, StepResult* result) {
 
   result->step_id = plan.step_id;
   result->seqs.resize(plan.seqs.size());
-  std::vector<float> scratch(vocab);
+  std::vector<float>& scratch = sample_scratch_;
+  scratch.resize(vocab);
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const SeqWork& s = plan.seqs[i];
     SeqResult& out = result->seqs[i];

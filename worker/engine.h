@@ -97,7 +97,7 @@ class Engine {
   std::vector<int64_t> slots_;
   std::vector<kernels::AttentionSeq> attn_seqs_;
   std::vector<float> x_, xn_, qkv_, q_, k_, v_, attn_, r_, gate_up_, act_;
-  std::vector<float> head_in_, shard_logits_, padded_, gathered_, logits_;
+  std::vector<float> head_in_, shard_logits_, padded_, gathered_, logits_, sample_scratch_;
   absl::Status comm_status_;
 
   // Leader: results of submitted plans not yet collected. With one stage they are complete at
