@@ -134,8 +134,77 @@ uint64_t PairKey(int32_t left, int32_t right) {
 
 }  // namespace
 
+// "left right" (the merge format of older tokenizer.json files and of GGUF).
+absl::StatusOr<std::pair<std::string, std::string>> BpeTokenizer::SplitMerge(
+    std::string_view source, const std::string& merge) {
+  const size_t space = merge.find(' ');
+  if (space == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": bad merge ", merge));
+  }
+  return std::make_pair(merge.substr(0, space), merge.substr(space + 1));
+}
+
+absl::Status BpeTokenizer::Build(
+    std::string_view source, const std::vector<std::pair<std::string, int32_t>>& added,
+    const std::vector<std::pair<std::string, std::string>>& merges) {
+  int32_t max_id = -1;
+  for (const auto& [token, id] : vocab_) max_id = std::max(max_id, id);
+  for (const auto& [content, id] : added) max_id = std::max(max_id, id);
+
+  const std::array<char32_t, 256> byte_to_unicode = ByteToUnicode();
+  std::unordered_map<char32_t, uint8_t> unicode_to_byte;
+  for (int b = 0; b < 256; ++b) {
+    unicode_to_byte[byte_to_unicode[b]] = static_cast<uint8_t>(b);
+    std::string spelled;
+    AppendUtf8(byte_to_unicode[b], spelled);
+    auto it = vocab_.find(spelled);
+    byte_ids_[b] = it == vocab_.end() ? -1 : it->second;
+  }
+
+  id_to_bytes_.assign(static_cast<size_t>(max_id + 1), std::string());
+  for (const auto& [token, id] : vocab_) id_to_bytes_[id] = ByteLevelToBytes(token, unicode_to_byte);
+  for (const auto& [content, id] : added) {
+    id_to_bytes_[id] = content;
+    added_by_content_[content] = id;
+    added_by_first_byte_[static_cast<uint8_t>(content[0])].emplace_back(content, id);
+  }
+  for (auto& list : added_by_first_byte_) {
+    std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
+      return a.first.size() > b.first.size();
+    });
+  }
+
+  int32_t rank = 0;
+  for (const auto& [left, right] : merges) {
+    auto l = vocab_.find(left);
+    auto r = vocab_.find(right);
+    auto merged = vocab_.find(left + right);
+    if (l == vocab_.end() || r == vocab_.end() || merged == vocab_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          std::string(source), ": merge of tokens not in the vocabulary: ", left, " ", right));
+    }
+    // The first occurrence of a pair holds its rank, as in HF.
+    merges_.try_emplace(PairKey(l->second, r->second), Merge{rank, merged->second});
+    ++rank;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BpeTokenizer::SetSpecialIds(std::string_view source, int32_t bos_id,
+                                         int32_t eos_id) {
+  for (int32_t id : {bos_id, eos_id}) {
+    if (id < -1 || id >= vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          std::string(source), ": special token id ", id, " outside the vocabulary of ", vocab_size()));
+    }
+  }
+  bos_id_ = bos_id;
+  eos_id_ = eos_id;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::LoadTokenizerJson(
-    const std::string& path) {
+    const std::string& path, int32_t bos_id, int32_t eos_id) {
   std::error_code ec;
   const auto st = std::filesystem::status(path, ec);
   if (!std::filesystem::exists(st)) {
@@ -179,12 +248,10 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::LoadTokenizerJson(
     }
     if (model.value("ignore_merges", false)) return Invalid(path, "unsupported: ignore_merges");
 
-    int32_t max_id = -1;
     for (const auto& [token, id_json] : model["vocab"].items()) {
       const auto id = id_json.get<int32_t>();
       if (id < 0) return Invalid(path, absl::StrCat("negative id for token ", token));
       tok->vocab_[token] = id;
-      max_id = std::max(max_id, id);
     }
     std::vector<std::pair<std::string, int32_t>> added;
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
@@ -198,65 +265,24 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::LoadTokenizerJson(
                                             content));
         }
         added.emplace_back(content, id);
-        max_id = std::max(max_id, id);
       }
     }
-
-    const std::array<char32_t, 256> byte_to_unicode = ByteToUnicode();
-    std::unordered_map<char32_t, uint8_t> unicode_to_byte;
-    for (int b = 0; b < 256; ++b) {
-      unicode_to_byte[byte_to_unicode[b]] = static_cast<uint8_t>(b);
-      std::string spelled;
-      AppendUtf8(byte_to_unicode[b], spelled);
-      auto it = tok->vocab_.find(spelled);
-      tok->byte_ids_[b] = it == tok->vocab_.end() ? -1 : it->second;
-    }
-
-    tok->id_to_bytes_.assign(static_cast<size_t>(max_id + 1), std::string());
-    for (const auto& [token, id] : tok->vocab_) {
-      tok->id_to_bytes_[id] = ByteLevelToBytes(token, unicode_to_byte);
-    }
-    for (const auto& [content, id] : added) {
-      tok->id_to_bytes_[id] = content;
-      tok->added_by_content_[content] = id;
-      tok->added_by_first_byte_[static_cast<uint8_t>(content[0])].emplace_back(content, id);
-    }
-    for (auto& list : tok->added_by_first_byte_) {
-      std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
-        return a.first.size() > b.first.size();
-      });
-    }
-
-    int32_t rank = 0;
+    std::vector<std::pair<std::string, std::string>> merges;
     for (const json& m : model["merges"]) {
-      std::string left, right;
       if (m.is_string()) {  // older format: "left right"
-        const auto s = m.get<std::string>();
-        const size_t space = s.find(' ');
-        if (space == std::string::npos) return Invalid(path, absl::StrCat("bad merge ", s));
-        left = s.substr(0, space);
-        right = s.substr(space + 1);
+        ASSIGN_OR_RETURN(merges.emplace_back(), SplitMerge(path, m.get<std::string>()));
       } else if (m.is_array() && m.size() == 2) {
-        left = m[0].get<std::string>();
-        right = m[1].get<std::string>();
+        merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
       } else {
         return Invalid(path, absl::StrCat("bad merge ", m.dump()));
       }
-      auto l = tok->vocab_.find(left);
-      auto r = tok->vocab_.find(right);
-      auto merged = tok->vocab_.find(left + right);
-      if (l == tok->vocab_.end() || r == tok->vocab_.end() || merged == tok->vocab_.end()) {
-        return Invalid(path,
-                       absl::StrCat("merge of tokens not in the vocabulary: ", left, " ", right));
-      }
-      // The first occurrence of a pair holds its rank, as in HF.
-      tok->merges_.try_emplace(PairKey(l->second, r->second), Merge{rank, merged->second});
-      ++rank;
     }
+    RETURN_IF_ERROR(tok->Build(path, added, merges));
     ASSIGN_OR_RETURN(tok->prefix_ids_, PrefixIds(path, j.value("post_processor", json())));
     for (int32_t id : tok->prefix_ids_) {
-      if (id < 0 || id > max_id) return Invalid(path, "post_processor id out of range");
+      if (id < 0 || id >= tok->vocab_size()) return Invalid(path, "post_processor id out of range");
     }
+    RETURN_IF_ERROR(tok->SetSpecialIds(path, bos_id, eos_id));
   } catch (const json::exception& e) {
     return Invalid(path, absl::StrCat("malformed tokenizer.json: ", e.what()));
   }
@@ -331,9 +357,9 @@ void BpeTokenizer::EncodeText(std::string_view text, std::vector<int32_t>& out) 
   for (std::string_view piece : internal::SplitGpt2(text, digits_)) EncodePiece(piece, out);
 }
 
-std::vector<int32_t> BpeTokenizer::Encode(const std::string& text, bool add_special_bos) const {
+std::vector<int32_t> BpeTokenizer::Encode(const std::string& text, bool add_bos) const {
   std::vector<int32_t> out;
-  if (add_special_bos) out = prefix_ids_;
+  if (add_bos) out = prefix_ids_;
   // Byte-level vocabularies may lack bytes that never occur in UTF-8 (SmolLM2 has no 0xFE,
   // 0xFF), and HF only ever sees valid UTF-8, so invalid bytes become U+FFFD first.
   const std::string valid = internal::ToValidUtf8(text);
@@ -368,6 +394,61 @@ std::string BpeTokenizer::Decode(const std::vector<int32_t>& ids) const {
     if (id >= 0 && id < vocab_size()) out += id_to_bytes_[id];
   }
   return out;
+}
+
+}  // namespace tpserve
+
+namespace tpserve {
+namespace {
+
+// Byte-level decode is a concatenation, so streaming only has to hold back a tail that starts a
+// UTF-8 character more bytes could still complete.
+class ByteStreamDecoder final : public internal::StreamDecoder {
+ public:
+  ByteStreamDecoder(const BpeTokenizer& tok, std::string pending)
+      : tok_(&tok), pending_(std::move(pending)) {}
+
+  std::string Push(int32_t token) override {
+    pending_ += tok_->Decode({token});
+    const size_t keep = IncompleteTail(pending_);
+    std::string out = internal::ToValidUtf8(std::string_view(pending_).substr(0, pending_.size() - keep));
+    pending_.erase(0, pending_.size() - keep);
+    return out;
+  }
+  std::string Flush() override {
+    std::string out = internal::ToValidUtf8(pending_);
+    pending_.clear();
+    return out;
+  }
+
+  // Length of the longest suffix of `s` that is the start of a UTF-8 character still missing
+  // bytes (a lead byte followed by fewer continuation bytes than it announces); 0 if none.
+  static size_t IncompleteTail(const std::string& s) {
+    for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
+      const auto b = static_cast<uint8_t>(s[s.size() - back]);
+      if ((b & 0xC0) == 0x80) continue;  // continuation byte: look further back
+      const size_t need = (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 1;
+      return need > back ? back : 0;
+    }
+    return 0;
+  }
+
+ private:
+  const BpeTokenizer* tok_;
+  std::string pending_;  // bytes not yet emitted
+};
+
+}  // namespace
+
+std::unique_ptr<internal::StreamDecoder> BpeTokenizer::NewStreamDecoder(
+    std::vector<int32_t> prompt_ids) const {
+  // Only a prompt ending inside a character leaves bytes pending; four tokens are more than
+  // any character needs.
+  const size_t from = prompt_ids.size() > 4 ? prompt_ids.size() - 4 : 0;
+  std::string tail = Decode(std::vector<int32_t>(prompt_ids.begin() + static_cast<std::ptrdiff_t>(from),
+                                                 prompt_ids.end()));
+  tail.erase(0, tail.size() - ByteStreamDecoder::IncompleteTail(tail));
+  return std::make_unique<ByteStreamDecoder>(*this, std::move(tail));
 }
 
 }  // namespace tpserve

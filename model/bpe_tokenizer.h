@@ -1,5 +1,5 @@
 // Text <-> token ids for byte-level BPE models (GPT-2 style: SmolLM2, StarCoder, GPT-2) loaded
-// from a Hugging Face tokenizer.json (layer: model).
+// from a Hugging Face tokenizer.json or from GGUF metadata (layer: model).
 //
 // Encoding is that of HF `tokenizers` with add_special_tokens=False:
 //   1. added tokens (tokenizer.json "added_tokens", special or not) are matched in the raw text
@@ -15,6 +15,9 @@
 // ByteLevel(use_regex=true, add_prefix_space=false), alone or in a Sequence after Digits; added
 // tokens without lstrip/rstrip/single_word. (So Llama-3, whose Split pattern differs, is not
 // supported yet.) Unicode limits: see model/bpe_pretokenizer.h.
+// From GGUF (llama.cpp's tokenizer.ggml.model "gpt2"), the same steps: tokens of type control
+// (3) or user-defined (4) are the added tokens, as llama.cpp matches them with parse_special;
+// tokenizer.ggml.pre names the pre-tokenizer (see LoadFromGguf).
 //
 // Thread safety: immutable after loading; all methods may be called concurrently.
 #pragma once
@@ -27,38 +30,53 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/bpe_pretokenizer.h"
+#include "model/gguf.h"
+#include "model/tokenizer.h"
 
 namespace tpserve {
 
-class BpeTokenizer {
+class BpeTokenizer final : public Tokenizer {
  public:
-  // Loads a tokenizer.json. Errors: NotFound when `path` does not exist; InvalidArgument,
-  // naming the path, when it is not a regular file, not JSON, not a BPE model, inconsistent
-  // (a merge whose tokens are not in the vocabulary) or uses an unsupported feature.
+  // Loads a tokenizer.json; tokenizer.json does not say which ids are BOS and EOS, so the
+  // caller passes them (from config.json; -1 = none). Errors: NotFound when `path` does not
+  // exist; InvalidArgument, naming the path, when it is not a regular file, not JSON, not a
+  // BPE model, inconsistent (a merge whose tokens are not in the vocabulary, a special id out
+  // of range) or uses an unsupported feature.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadTokenizerJson(
-      const std::string& path);
+      const std::string& path, int32_t bos_id = -1, int32_t eos_id = -1);
 
-  BpeTokenizer(const BpeTokenizer&) = delete;
-  BpeTokenizer& operator=(const BpeTokenizer&) = delete;
+  // Loads the tokenizer of a GGUF file: tokenizer.ggml.model "gpt2", .tokens, .merges
+  // ("left right"), .token_type (optional; default normal), .bos_token_id / .eos_token_id
+  // (optional), .add_bos_token (optional, default false: Encode's prefix is [bos] when true),
+  // .pre: "gpt2", "default", "mpt", "olmo" (GPT-2 pattern) or "smollm", "starcoder", "refact",
+  // "codeshell" (each digit alone, then the GPT-2 pattern). InvalidArgument naming `source` and
+  // the key for another tokenizer model or pre-tokenizer, missing or mistyped keys,
+  // inconsistent merges and ids out of range.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadFromGguf(
+      const GgufFile& file, std::string_view source);
 
   // Ids of `text` as HF gives them with add_special_tokens=False. `text` is UTF-8; each byte
   // that is not valid UTF-8 is encoded as U+FFFD (as Tokenizer does), so such text does not
-  // round-trip through Decode. With `add_special_bos`, the special tokens that the
-  // post_processor's TemplateProcessing puts before the text ("single": [<bos>, $A]) come
-  // first, as with HF's add_special_tokens=True (SmolLM2 declares none, so nothing is added);
-  // tokens after the text (EOS) are never added. "" encodes to {} (or just those tokens).
-  std::vector<int32_t> Encode(const std::string& text, bool add_special_bos) const;
+  // round-trip through Decode. With `add_bos`, the special tokens that the post_processor's
+  // TemplateProcessing puts before the text ("single": [<bos>, $A]) come first, as with HF's
+  // add_special_tokens=True (SmolLM2 declares none, so nothing is added), or for GGUF [bos]
+  // when add_bos_token says so; tokens after the text (EOS) are never added. "" encodes to {}
+  // (or just those tokens).
+  std::vector<int32_t> Encode(const std::string& text, bool add_bos) const override;
 
   // Bytes of `ids`: vocabulary tokens through the byte decoder, added tokens as their content.
   // Ids outside [0, vocab_size()) or without a token render as nothing. Decode(Encode(s, false))
   // == s for every valid UTF-8 s. The result is not valid UTF-8 when `ids` stops inside a
   // character (streaming callers must hold back such tails).
-  std::string Decode(const std::vector<int32_t>& ids) const;
+  std::string Decode(const std::vector<int32_t>& ids) const override;
 
   // One past the largest id of the vocabulary and the added tokens.
-  int32_t vocab_size() const { return static_cast<int32_t>(id_to_bytes_.size()); }
+  int32_t vocab_size() const override { return static_cast<int32_t>(id_to_bytes_.size()); }
+  int32_t bos_id() const override { return bos_id_; }
+  int32_t eos_id() const override { return eos_id_; }
 
   // Id of the token spelled `token` exactly: an added token's content (e.g. "<|im_start|>",
   // "<|endoftext|>"), else a vocabulary entry in the byte-level alphabet ("Ġthe"); -1 if none.
@@ -71,6 +89,16 @@ class BpeTokenizer {
   };
 
   BpeTokenizer() = default;
+  std::unique_ptr<internal::StreamDecoder> NewStreamDecoder(
+      std::vector<int32_t> prompt_ids) const override;
+  // Fills everything else from vocab_ (already set), the added tokens and the merges.
+  absl::Status Build(std::string_view source,
+                     const std::vector<std::pair<std::string, int32_t>>& added,
+                     const std::vector<std::pair<std::string, std::string>>& merges);
+  // "left right" (the merge format of older tokenizer.json files and of GGUF).
+  static absl::StatusOr<std::pair<std::string, std::string>> SplitMerge(std::string_view source,
+                                                                        const std::string& merge);
+  absl::Status SetSpecialIds(std::string_view source, int32_t bos_id, int32_t eos_id);
   // Appends the BPE ids of one pre-tokenized piece.
   void EncodePiece(std::string_view piece, std::vector<int32_t>& out) const;
   void EncodeText(std::string_view text, std::vector<int32_t>& out) const;
@@ -84,6 +112,8 @@ class BpeTokenizer {
   int32_t byte_ids_[256] = {};            // id of each single byte, or -1
   std::vector<int32_t> prefix_ids_;       // added by add_special_bos
   internal::DigitSplit digits_ = internal::DigitSplit::kNone;
+  int32_t bos_id_ = -1;
+  int32_t eos_id_ = -1;
 };
 
 }  // namespace tpserve

@@ -8,6 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status.h"
+#include "model/gguf.h"
+#include "model/gguf_config.h"
 
 namespace tpserve {
 namespace {
@@ -33,6 +36,13 @@ absl::StatusOr<std::string> ReadAll(const std::string& path, size_t limit) {
 
 absl::StatusOr<std::string> ModelFingerprint(const std::string& model_dir) {
   uint64_t h = 14695981039346656037ull;
+  ASSIGN_OR_RETURN(std::optional<std::string> gguf_path, FindModelGguf(model_dir));
+  if (gguf_path.has_value()) {
+    // Metadata and tensor infos: everything before the data section.
+    ASSIGN_OR_RETURN(std::unique_ptr<GgufModel> gguf, GgufModel::Open(*gguf_path));
+    h = Fnv1a(h, std::string(gguf->bytes().substr(0, gguf->file().data_offset)));
+    return absl::StrFormat("%016x", h);
+  }
   absl::StatusOr<std::string> config = ReadAll(model_dir + "/config.json", 1 << 20);
   if (!config.ok()) return config.status();
   h = Fnv1a(h, *config);

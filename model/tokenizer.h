@@ -1,8 +1,10 @@
-// Text <-> token ids for SentencePiece models (Mistral/Llama tokenizer.model) (layer: model).
+// Text <-> token ids (layer: model): the Tokenizer interface, its SentencePiece implementation
+// (Mistral/Llama tokenizer.model) and streaming detokenisation. BpeTokenizer
+// (model/bpe_tokenizer.h) is the byte-level BPE implementation (tokenizer.json, GGUF "gpt2").
 //
-// The coordinator tokenises once; workers only ever see ids. Encoding matches Hugging Face's
-// slow LlamaTokenizer with legacy=True (what Mistral and Llama-2 ship) on plain text: it is
-// SentencePiece's own encoding (dummy prefix, byte fallback) plus an optional BOS.
+// The coordinator tokenises once; workers only ever see ids. SentencePiece encoding matches
+// Hugging Face's slow LlamaTokenizer with legacy=True (what Mistral and Llama-2 ship) on plain
+// text: SentencePiece's own encoding (dummy prefix, byte fallback) plus an optional BOS.
 // Deliberate difference: text is always text. HF turns the strings "<s>", "</s>" and "<unk>"
 // inside the input into their control ids; here they are encoded as ordinary characters, so a
 // prompt cannot smuggle in control tokens.
@@ -17,50 +19,75 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/config.h"
 
 namespace tpserve {
 
 namespace internal {
-class SentencePieceModel;
+// Streaming decoder of one sequence (see IncrementalDetokenizer); one per implementation.
+class StreamDecoder {
+ public:
+  virtual ~StreamDecoder() = default;
+  virtual std::string Push(int32_t token) = 0;
+  virtual std::string Flush() = 0;
+};
 }  // namespace internal
 
 class Tokenizer {
  public:
   // Loads a SentencePiece model file (tokenizer.model). Errors: NotFound when `path` does not
   // exist; InvalidArgument, naming the path, when it is not a regular file, is not a
-  // SentencePiece model, or has no BOS or EOS piece.
+  // SentencePiece model, or has no BOS or EOS piece; Unimplemented in a build without
+  // libsentencepiece.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePiece(
       const std::string& path);
 
-  ~Tokenizer();
+  // The tokenizer of a model folder, first found of: tokenizer.model (SentencePiece),
+  // tokenizer.json (byte-level BPE; BOS/EOS ids from `config`), the metadata of the folder's
+  // GGUF file (model/gguf_config.h FindModelGguf). NotFound when the folder has none; the
+  // loader's error otherwise; InvalidArgument when the tokenizer has more ids than
+  // config.vocab_size.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadForModel(
+      const std::string& model_dir, const ModelConfig& config);
+
+  virtual ~Tokenizer() = default;
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  // Ids of `text` (UTF-8), with bos_id() in front when `add_bos`; never appends EOS.
-  // Characters the vocabulary lacks become byte-fallback pieces, so every text is
-  // representable; "" encodes to {} (or {bos_id()}). The character U+2581 ("▁") encodes
-  // like a space, and each byte that is not valid UTF-8 like U+FFFD, as in SentencePiece.
-  std::vector<int32_t> Encode(const std::string& text, bool add_bos) const;
+  // Ids of `text` (UTF-8). With `add_bos`, the ids the model's tokenizer puts in front of a
+  // prompt come first (SentencePiece: BOS; BPE: what tokenizer.json's post-processor or the
+  // GGUF's add_bos_token says, possibly nothing); never appends EOS. Every text is
+  // representable; "" encodes to {} (or just that prefix).
+  virtual std::vector<int32_t> Encode(const std::string& text, bool add_bos) const = 0;
 
-  // Text of `ids` as SentencePiece's DecodeIds gives it: control ids (BOS, EOS) and ids
-  // outside [0, vocab_size()) render as nothing, byte-fallback runs are decoded as UTF-8 with
-  // each invalid byte replaced by U+FFFD, and the one leading space SentencePiece added when
-  // encoding is removed, so Decode(Encode(s, b)) == s for every valid UTF-8 s without U+2581.
-  // (HF's slow decode removes one more leading space when s starts with one.)
-  std::string Decode(const std::vector<int32_t>& ids) const;
+  // Text of `ids`. Ids outside [0, vocab_size()) render as nothing. May end inside a UTF-8
+  // character for BPE (streaming goes through IncrementalDetokenizer instead).
+  virtual std::string Decode(const std::vector<int32_t>& ids) const = 0;
 
-  int32_t bos_id() const;
-  int32_t eos_id() const;
-  // Number of pieces; every id Encode returns is below it. The model's vocab_size in
-  // config.json may be larger (padding) but must not be smaller; the caller checks.
-  int32_t vocab_size() const;
+  virtual int32_t bos_id() const = 0;  // -1 when none
+  virtual int32_t eos_id() const = 0;  // -1 when none
+  // One past the largest id; every id Encode returns is below it. The model's vocab_size may
+  // be larger (padding) but must not be smaller; LoadForModel checks.
+  virtual int32_t vocab_size() const = 0;
+
+ protected:
+  Tokenizer() = default;
 
  private:
   friend class IncrementalDetokenizer;
-  explicit Tokenizer(std::unique_ptr<internal::SentencePieceModel> model);
-
-  std::unique_ptr<internal::SentencePieceModel> model_;
+  // A decoder for IncrementalDetokenizer; `prompt_ids` as its constructor takes them.
+  virtual std::unique_ptr<internal::StreamDecoder> NewStreamDecoder(
+      std::vector<int32_t> prompt_ids) const = 0;
 };
+
+// SentencePiece semantics of the Tokenizer methods (besides the above):
+// - Encode: characters the vocabulary lacks become byte-fallback pieces; U+2581 ("▁") encodes
+//   like a space, and each byte that is not valid UTF-8 like U+FFFD, as in SentencePiece.
+// - Decode is SentencePiece's DecodeIds: control ids render as nothing, byte-fallback runs are
+//   decoded as UTF-8 with each invalid byte replaced by U+FFFD, and the one leading space
+//   SentencePiece added when encoding is removed, so Decode(Encode(s, b)) == s for every valid
+//   UTF-8 s without U+2581. (HF's slow decode removes one more leading space when s starts
+//   with one.)
 
 // Turns the tokens of one generated sequence into text as they arrive, for streaming.
 // Each Push returns the text that the new token completes, so that
@@ -76,7 +103,9 @@ class Tokenizer {
 // Decode; a run of byte-fallback tokens that ends inside a UTF-8 character (<0xF0><0x9F>...)
 // is held until the character completes. Push output is always valid UTF-8.
 // Cost: two decodes of a window of a few tokens per Push; the ids kept are trimmed as the
-// window moves. Copyable and movable; one thread at a time.
+// window moves. For byte-level BPE, whose decode is a plain concatenation of token bytes, the
+// same contract holds with the bytes of Decode made valid UTF-8 (each invalid byte as U+FFFD). Movable; one
+// thread at a time.
 class IncrementalDetokenizer {
  public:
   // `tokenizer` must outlive this object. `prompt_ids` are the ids the generation continues
@@ -84,6 +113,9 @@ class IncrementalDetokenizer {
   // inside a UTF-8 character (client-supplied ids), its incomplete bytes count as pending
   // output, so a generated continuation byte completes the character in the stream.
   IncrementalDetokenizer(const Tokenizer& tokenizer, std::vector<int32_t> prompt_ids);
+  ~IncrementalDetokenizer();
+  IncrementalDetokenizer(IncrementalDetokenizer&&) noexcept;
+  IncrementalDetokenizer& operator=(IncrementalDetokenizer&&) noexcept;
 
   // Appends one generated token and returns the text that became final: "" while a UTF-8
   // character is incomplete or for tokens that render as nothing (EOS, out-of-range ids).
@@ -94,14 +126,7 @@ class IncrementalDetokenizer {
   std::string Flush();
 
  private:
-  // Decode(ids_[prefix_:]) minus Decode(ids_[prefix_:read_]); advances the window when the
-  // difference is not empty.
-  std::string EmitPending();
-
-  const internal::SentencePieceModel* model_;  // owned by the Tokenizer
-  std::vector<int32_t> ids_;  // tail of prompt + generated ids; ids_[0] need not be the start
-  size_t prefix_ = 0;         // window start: Decode starts here
-  size_t read_ = 0;           // ids_[:read_] are accounted for (emitted or prompt)
+  std::unique_ptr<internal::StreamDecoder> decoder_;
 };
 
 }  // namespace tpserve

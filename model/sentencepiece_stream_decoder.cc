@@ -1,4 +1,4 @@
-// IncrementalDetokenizer (declared in tokenizer.h).
+// IncrementalDetokenizer's decoder for SentencePiece (contract in tokenizer.h).
 //
 // Why the window is safe. The stream is Decode(window + new) minus Decode(window), and
 // SentencePiece's decode is a concatenation of per-piece surfaces with two context effects
@@ -15,15 +15,15 @@
 // Ids out of range act as control pieces in both (SentencePieceModel::Decode).
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "model/sentencepiece_tokenizer.h"
-#include "model/tokenizer.h"
+#include "model/sentencepiece_stream_decoder.h"
 
-namespace tpserve {
+namespace tpserve::internal {
 namespace {
 
 bool IsTrail(int b) { return (b & 0xC0) == 0x80; }
@@ -43,7 +43,7 @@ int SequenceLength(int lead) {
 // step: only the last one of the run can be unfinished, and only if too few trail bytes follow
 // it. (Whether a complete sequence is valid does not matter: an overlong form or a surrogate
 // becomes one U+FFFD per byte and ends at the same place.)
-size_t IncompleteTail(const internal::SentencePieceModel& model, const std::vector<int32_t>& ids) {
+size_t IncompleteTail(const SentencePieceModel& model, const std::vector<int32_t>& ids) {
   for (size_t after = 0; after < 4 && after < ids.size(); ++after) {
     const int byte = model.ByteValue(ids[ids.size() - 1 - after]);
     if (byte < 0) return 0;  // the run ended before any lead byte
@@ -67,9 +67,26 @@ constexpr size_t kCompactAt = 256;
 
 }  // namespace
 
-IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer,
-                                               std::vector<int32_t> prompt_ids)
-    : model_(tokenizer.model_.get()), ids_(std::move(prompt_ids)) {
+class SentencePieceStreamDecoder final : public StreamDecoder {
+ public:
+  SentencePieceStreamDecoder(const SentencePieceModel& model, std::vector<int32_t> prompt_ids);
+  std::string Push(int32_t token) override;
+  std::string Flush() override;
+
+ private:
+  // Decode(ids_[prefix_:]) minus Decode(ids_[prefix_:read_]); advances the window when the
+  // difference is not empty.
+  std::string EmitPending();
+
+  const SentencePieceModel* model_;  // owned by the Tokenizer
+  std::vector<int32_t> ids_;  // tail of prompt + generated ids; ids_[0] need not be the start
+  size_t prefix_ = 0;         // window start: Decode starts here
+  size_t read_ = 0;           // ids_[:read_] are accounted for (emitted or prompt)
+};
+
+SentencePieceStreamDecoder::SentencePieceStreamDecoder(const SentencePieceModel& model,
+                                                       std::vector<int32_t> prompt_ids)
+    : model_(&model), ids_(std::move(prompt_ids)) {
   read_ = ids_.size() - IncompleteTail(*model_, ids_);
   // Window start: the last visible non-byte piece before read_ (see the top of the file);
   // with none, the start of the sequence, which then holds nothing visible but bytes.
@@ -86,18 +103,18 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer,
   prefix_ = 0;
 }
 
-std::string IncrementalDetokenizer::Push(int32_t token) {
+std::string SentencePieceStreamDecoder::Push(int32_t token) {
   ids_.push_back(token);
   if (IncompleteTail(*model_, ids_) > 0) return "";
   return EmitPending();
 }
 
-std::string IncrementalDetokenizer::Flush() {
+std::string SentencePieceStreamDecoder::Flush() {
   if (read_ == ids_.size()) return "";
   return EmitPending();
 }
 
-std::string IncrementalDetokenizer::EmitPending() {
+std::string SentencePieceStreamDecoder::EmitPending() {
   const std::span<const int32_t> all(ids_);
   const std::string before = model_->Decode(all.subspan(prefix_, read_ - prefix_));
   std::string after = model_->Decode(all.subspan(prefix_));
@@ -116,4 +133,9 @@ std::string IncrementalDetokenizer::EmitPending() {
   return after.substr(common);
 }
 
-}  // namespace tpserve
+std::unique_ptr<StreamDecoder> NewSentencePieceStreamDecoder(const SentencePieceModel& model,
+                                                             std::vector<int32_t> prompt_ids) {
+  return std::make_unique<SentencePieceStreamDecoder>(model, std::move(prompt_ids));
+}
+
+}  // namespace tpserve::internal

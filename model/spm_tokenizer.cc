@@ -1,4 +1,5 @@
-// Tokenizer: file handling and Status on top of the abseil-free SentencePiece wrapper.
+// Tokenizer over SentencePiece: file handling and Status on top of the abseil-free wrapper.
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -7,15 +8,38 @@
 #include "absl/strings/str_cat.h"
 #include "common/mapped_file.h"
 #include "common/status.h"
+#include "model/sentencepiece_stream_decoder.h"
 #include "model/sentencepiece_tokenizer.h"
 #include "model/tokenizer.h"
 
 namespace tpserve {
+namespace {
 
-Tokenizer::Tokenizer(std::unique_ptr<internal::SentencePieceModel> model)
-    : model_(std::move(model)) {}
+class SpmTokenizer final : public Tokenizer {
+ public:
+  explicit SpmTokenizer(std::unique_ptr<internal::SentencePieceModel> model)
+      : model_(std::move(model)) {}
 
-Tokenizer::~Tokenizer() = default;
+  std::vector<int32_t> Encode(const std::string& text, bool add_bos) const override {
+    std::vector<int32_t> ids = model_->Encode(text);
+    if (add_bos) ids.insert(ids.begin(), model_->bos_id());
+    return ids;
+  }
+  std::string Decode(const std::vector<int32_t>& ids) const override { return model_->Decode(ids); }
+  int32_t bos_id() const override { return model_->bos_id(); }
+  int32_t eos_id() const override { return model_->eos_id(); }
+  int32_t vocab_size() const override { return model_->vocab_size(); }
+
+ private:
+  std::unique_ptr<internal::StreamDecoder> NewStreamDecoder(
+      std::vector<int32_t> prompt_ids) const override {
+    return internal::NewSentencePieceStreamDecoder(*model_, std::move(prompt_ids));
+  }
+
+  std::unique_ptr<internal::SentencePieceModel> model_;
+};
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadSentencePiece(const std::string& path) {
   // MappedFile gives NotFound for a missing path and InvalidArgument for a directory.
@@ -38,19 +62,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadSentencePiece(const st
         absl::StrCat(path, ": the SentencePiece model has no BOS or EOS piece (bos_id ",
                      model->bos_id(), ", eos_id ", model->eos_id(), ")"));
   }
-  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(model)));
+  return std::unique_ptr<Tokenizer>(new SpmTokenizer(std::move(model)));
 }
-
-std::vector<int32_t> Tokenizer::Encode(const std::string& text, bool add_bos) const {
-  std::vector<int32_t> ids = model_->Encode(text);
-  if (add_bos) ids.insert(ids.begin(), model_->bos_id());
-  return ids;
-}
-
-std::string Tokenizer::Decode(const std::vector<int32_t>& ids) const { return model_->Decode(ids); }
-
-int32_t Tokenizer::bos_id() const { return model_->bos_id(); }
-int32_t Tokenizer::eos_id() const { return model_->eos_id(); }
-int32_t Tokenizer::vocab_size() const { return model_->vocab_size(); }
 
 }  // namespace tpserve
