@@ -3,6 +3,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace tpserve {
 namespace {
@@ -40,30 +41,49 @@ grpc::Status ToGrpc(const absl::Status& status) {
 }
 
 InferenceService::InferenceService(Cluster& cluster, ModelConfig config, std::string model_name,
-                                   std::string fingerprint, const Tokenizer* tokenizer)
+                                   std::string fingerprint, const Tokenizer* tokenizer,
+                                   ChatChoice chat)
     : cluster_(cluster),
       config_(std::move(config)),
       model_name_(std::move(model_name)),
       fingerprint_(std::move(fingerprint)),
-      tokenizer_(tokenizer) {}
+      tokenizer_(tokenizer),
+      chat_(std::move(chat)) {}
 
-absl::StatusOr<std::shared_ptr<Request>> InferenceService::MakeRequest(const v1::GenerateRequest& r) {
-  Sequence seq;
+absl::StatusOr<std::vector<int32_t>> InferenceService::PromptIds(const v1::GenerateRequest& r) {
+  // prompt_token_ids win over prompt (the API's older rule); messages go alone.
+  if (r.messages_size() > 0 && (r.prompt_token_ids_size() > 0 || !r.prompt().empty())) {
+    return Bad("messages", "give messages, prompt or prompt_token_ids, not several");
+  }
+  std::vector<int32_t> ids;
   if (r.prompt_token_ids_size() > 0) {
     for (uint32_t t : r.prompt_token_ids()) {
       if (t >= static_cast<uint32_t>(config_.vocab_size)) {
         return Bad("prompt_token_ids", absl::StrCat("token id ", t, " is outside the vocabulary [0, ",
                                                     config_.vocab_size, ")"));
       }
-      seq.prompt.push_back(static_cast<int32_t>(t));
+      ids.push_back(static_cast<int32_t>(t));
     }
-  } else {
-    if (r.prompt().empty()) return Bad("prompt", "empty: send prompt or prompt_token_ids");
-    if (tokenizer_ == nullptr) {
-      return Bad("prompt", "this model has no tokenizer.model; send prompt_token_ids");
-    }
-    seq.prompt = tokenizer_->Encode(r.prompt(), /*add_bos=*/true);
+    return ids;
   }
+  if (r.prompt().empty() && r.messages_size() == 0) {
+    return Bad("prompt", "empty: send messages, prompt or prompt_token_ids");
+  }
+  if (tokenizer_ == nullptr) return Bad("prompt", "this model has no tokenizer; send prompt_token_ids");
+  if (!r.prompt().empty()) return tokenizer_->Encode(r.prompt(), /*add_bos=*/true);
+  if (!chat_.chat_template.has_value()) {
+    return Bad("messages", absl::StrCat("this model has no chat template (", chat_.reason,
+                                        "); start the coordinator with --chat_template NAME or send prompt"));
+  }
+  std::vector<ChatMessage> messages;
+  for (const v1::ChatMessage& m : r.messages()) messages.push_back({m.role(), m.content()});
+  ASSIGN_OR_RETURN(std::string text, RenderChat(*chat_.chat_template, messages));
+  return tokenizer_->Encode(text, /*add_bos=*/true);
+}
+
+absl::StatusOr<std::shared_ptr<Request>> InferenceService::MakeRequest(const v1::GenerateRequest& r) {
+  Sequence seq;
+  ASSIGN_OR_RETURN(seq.prompt, PromptIds(r));
   if (r.max_new_tokens() < 1) return Bad("max_new_tokens", "must be at least 1");
   const int64_t total = static_cast<int64_t>(seq.prompt.size()) + r.max_new_tokens();
   if (total > config_.max_position_embeddings) {
@@ -85,7 +105,7 @@ absl::StatusOr<std::shared_ptr<Request>> InferenceService::MakeRequest(const v1:
   for (const std::string& s : stop) {
     if (s.empty()) return Bad("stop", "empty stop string");
   }
-  if (!stop.empty() && tokenizer_ == nullptr) return Bad("stop", "needs the model's tokenizer.model");
+  if (!stop.empty() && tokenizer_ == nullptr) return Bad("stop", "needs the model's tokenizer");
 
   seq.stop.max_new_tokens = static_cast<int32_t>(r.max_new_tokens());
   if (!r.ignore_eos()) seq.stop.eos_token_ids = config_.eos_token_ids;
@@ -154,7 +174,7 @@ grpc::Status InferenceService::GenerateStream(grpc::ServerContext* context,
 grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
                                         v1::TokenizeResponse* response) {
   if (tokenizer_ == nullptr) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.model");
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer");
   }
   for (int32_t t : tokenizer_->Encode(request->text(), request->add_bos())) {
     response->add_token_ids(static_cast<uint32_t>(t));
@@ -177,6 +197,8 @@ grpc::Status InferenceService::GetModelInfo(grpc::ServerContext*, const v1::GetM
   m->set_bos_token_id(config_.bos_token_id < 0 ? 0 : config_.bos_token_id);
   for (int eos : config_.eos_token_ids) m->add_eos_token_ids(eos);
   m->set_fingerprint(fingerprint_);
+  m->set_chat_template(chat_.name);
+  if (chat_.chat_template.has_value()) m->set_default_system_prompt(chat_.chat_template->default_system);
   return grpc::Status::OK;
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "coordinator/chat_choice.h"
 #include "coordinator/cluster.h"
 #include "model/config.h"
 #include "model/tokenizer.h"
@@ -16,10 +17,10 @@ namespace tpserve {
 
 class InferenceService final : public v1::Inference::Service {
  public:
-  // `tokenizer` may be null (a model folder without tokenizer.model): then only
-  // prompt_token_ids are accepted.
+  // `tokenizer` may be null (a model folder without a tokenizer): then only
+  // prompt_token_ids are accepted. Without chat.chat_template, messages are refused.
   InferenceService(Cluster& cluster, ModelConfig config, std::string model_name,
-                   std::string fingerprint, const Tokenizer* tokenizer);
+                   std::string fingerprint, const Tokenizer* tokenizer, ChatChoice chat);
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         v1::GenerateResponse* response) override;
@@ -36,6 +37,9 @@ class InferenceService final : public v1::Inference::Service {
  private:
   // Checks and converts a request; InvalidArgument naming the field.
   absl::StatusOr<std::shared_ptr<Request>> MakeRequest(const v1::GenerateRequest& request);
+  // The prompt ids of `request`: prompt_token_ids, or the tokens of prompt or of messages
+  // rendered with the chat template.
+  absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::GenerateRequest& request);
   // Submits and forwards events to `sink` until the request ends or the client goes away.
   template <typename Sink>
   grpc::Status Run(grpc::ServerContext* context, const v1::GenerateRequest& request, Sink&& sink);
@@ -45,6 +49,7 @@ class InferenceService final : public v1::Inference::Service {
   const std::string model_name_;
   const std::string fingerprint_;
   const Tokenizer* tokenizer_;
+  const ChatChoice chat_;
   std::atomic<uint64_t> next_id_{1};
 };
 

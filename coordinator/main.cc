@@ -11,6 +11,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "coordinator/chat_choice.h"
 #include "coordinator/cluster.h"
 #include "coordinator/inference_service.h"
 #include "coordinator/worker_link_service.h"
@@ -18,14 +19,18 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
 #include "model/fingerprint.h"
+#include "model/model_folder.h"
+#include "model/tokenizer.h"
 
-ABSL_FLAG(std::string, model, "", "model folder (config.json, tokenizer.model, weights)");
+ABSL_FLAG(std::string, model, "", "model folder (config.json, tokenizer, safetensors; or one .gguf)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address of the public API");
 ABSL_FLAG(std::string, worker_listen, "127.0.0.1:50052", "address the worker leaders dial");
 ABSL_FLAG(int, max_num_seqs, 64, "sequences running at once per replica");
 ABSL_FLAG(int, max_batch_tokens, 512, "new tokens per step per replica");
 ABSL_FLAG(int, max_queued, 1024, "queued requests before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, heartbeat_timeout_ms, 5000, "a silent replica is dropped after this");
+ABSL_FLAG(std::string, chat_template, "auto",
+          "template for messages: auto (the model's), chatml, smollm2, airomnimix or none");
 ABSL_FLAG(int, max_in_flight, 0, "steps in flight per replica (0 = its pipeline depth)");
 
 namespace tpserve {
@@ -41,32 +46,33 @@ int Run() {
     LogError("--model is required");
     return 2;
   }
-  absl::StatusOr<ModelConfig> config = LoadModelConfig(model);
-  if (!config.ok()) {
-    LogError(config.status().ToString());
+  absl::StatusOr<ModelFolderInfo> folder = InspectModelFolder(model);
+  if (!folder.ok()) {
+    LogError(folder.status().ToString());
     return 1;
   }
+  const ModelConfig* config = &folder->config;
   absl::StatusOr<std::string> fingerprint = ModelFingerprint(model);
   if (!fingerprint.ok()) {
     LogError(fingerprint.status().ToString());
     return 1;
   }
   std::unique_ptr<Tokenizer> tokenizer;
-  if (std::filesystem::exists(model + "/tokenizer.model")) {
-    absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::LoadSentencePiece(model + "/tokenizer.model");
-    if (!t.ok()) {
-      LogError(t.status().ToString());
-      return 1;
-    }
-    if ((*t)->vocab_size() > config->vocab_size) {
-      LogError(absl::StrCat("tokenizer.model has ", (*t)->vocab_size(), " pieces but config.json's vocab_size is ",
-                            config->vocab_size));
-      return 1;
-    }
+  if (absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::LoadForModel(model, *config); t.ok()) {
     tokenizer = std::move(*t);
+  } else if (absl::IsNotFound(t.status())) {
+    LogInfo(absl::StrCat(t.status().message(), ": requests must send prompt_token_ids"));
   } else {
-    LogInfo("no tokenizer.model: requests must send prompt_token_ids");
+    LogError(t.status().ToString());
+    return 1;
   }
+
+  absl::StatusOr<ChatChoice> chat = ChooseChatTemplate(absl::GetFlag(FLAGS_chat_template), *folder);
+  if (!chat.ok()) {
+    LogError(chat.status().ToString());
+    return 2;
+  }
+  LogInfo(absl::StrCat("chat template: ", chat->name.empty() ? "none" : chat->name, " (", chat->reason, ")"));
 
   ClusterOptions options;
   options.limits.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
@@ -76,7 +82,7 @@ int Run() {
   options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   Cluster cluster(*config, *fingerprint, options);
   InferenceService inference(cluster, *config, std::filesystem::path(model).filename().string(),
-                             *fingerprint, tokenizer.get());
+                             *fingerprint, tokenizer.get(), *std::move(chat));
   WorkerLinkService worker_link(cluster);
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -54,9 +54,10 @@ absl::StatusOr<BatchItem> ParseBatchLine(std::string_view line, const client::Ge
   item.id = id->get<std::string>();
   if (item.id.empty()) return Bad("\"id\" is empty");
   item.options.request_id = item.id;
-  const bool has_prompt = j.contains("prompt");
-  const bool has_ids = j.contains("prompt_token_ids");
-  if (has_prompt == has_ids) return Bad("needs exactly one of \"prompt\" and \"prompt_token_ids\"");
+  const int given = j.contains("prompt") + j.contains("prompt_token_ids") + j.contains("messages");
+  if (given != 1) {
+    return Bad("needs exactly one of \"prompt\", \"prompt_token_ids\" and \"messages\"");
+  }
   constexpr uint64_t kU32 = std::numeric_limits<uint32_t>::max();
   for (const auto& [key, v] : j.items()) {
     if (key == "id") {
@@ -73,6 +74,18 @@ absl::StatusOr<BatchItem> ParseBatchLine(std::string_view line, const client::Ge
         absl::StatusOr<uint64_t> id_value = Unsigned(t, "prompt_token_ids", kU32);
         if (!id_value.ok()) return id_value.status();
         item.options.prompt_token_ids.push_back(static_cast<uint32_t>(*id_value));
+      }
+    } else if (key == "messages") {
+      // [{"role": "user", "content": "..."}, ...]; the server checks roles and order.
+      if (!v.is_array() || v.empty()) return Bad("\"messages\" must be a non-empty list");
+      item.options.prompt.clear();
+      item.options.prompt_token_ids.clear();
+      for (const json& m : v) {
+        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+            !m.contains("content") || !m["content"].is_string()) {
+          return Bad("each of \"messages\" must be {\"role\": string, \"content\": string}");
+        }
+        item.options.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
       }
     } else if (key == "max_new_tokens") {
       absl::StatusOr<uint64_t> n = Unsigned(v, key, kU32);

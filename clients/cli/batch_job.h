@@ -4,6 +4,7 @@
 //
 // Input, one JSON object per line (blank lines are skipped):
 //   {"id": "a1", "prompt": "text"}   or   {"id": "a2", "prompt_token_ids": [1, 2, 3]}
+//   or   {"id": "a3", "messages": [{"role": "user", "content": "hi"}]}
 //   optional: "max_new_tokens" (int >= 1), "temperature" (>= 0), "top_p", "top_k" (int >= 0),
 //   "seed" (int >= 0), "stop" (string or list of strings). Other keys are refused, so a typo
 //   ("max_tokens") is not silently ignored.
@@ -33,7 +34,7 @@ struct BatchItem {
 
 // Parses one input line (no trailing newline) into an item whose unset fields are those of
 // `defaults`. InvalidArgument names the offending key: not an object, no string "id", an empty
-// id, neither or both of "prompt" / "prompt_token_ids", a value of the wrong type or range, an
+// id, not exactly one of "prompt" / "prompt_token_ids" / "messages", a value of the wrong type or range, an
 // unknown key. item.line is left 0.
 [[nodiscard]] absl::StatusOr<BatchItem> ParseBatchLine(std::string_view line,
                                                        const client::GenerateOptions& defaults);

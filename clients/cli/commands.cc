@@ -62,6 +62,10 @@ std::vector<FlagSpec> GenerateFlags() {
   const std::vector<FlagSpec> prompt = {
       {"prompt", FlagKind::kString, "prompt text (BOS added as the model's tokenizer says)"},
       {"prompt_token_ids", FlagKind::kString, "prompt as comma-separated token ids, used as is"},
+      {"message", FlagKind::kString,
+       "a chat turn, rendered with the model's chat template (repeatable: user, assistant, user, ...)",
+       true},
+      {"system", FlagKind::kString, "system prompt of the chat given by --message"},
   };
   const std::vector<FlagSpec> sampling = SamplingFlags();
   const std::vector<FlagSpec> more = {
@@ -128,8 +132,17 @@ absl::StatusOr<GenerateOptions> ReadGenerateOptions(const Flags& flags) {
   absl::StatusOr<std::vector<uint32_t>> ids = IdList(flags, "prompt_token_ids");
   if (!ids.ok()) return ids.status();
   o.prompt_token_ids = *std::move(ids);
-  if (!flags.Has("prompt") && o.prompt_token_ids.empty()) {
-    return absl::InvalidArgumentError("--prompt or --prompt_token_ids is required");
+  const std::vector<std::string> turns = flags.All("message");
+  if (flags.Has("system")) {
+    if (turns.empty()) return absl::InvalidArgumentError("--system needs --message");
+    o.messages.push_back({"system", flags.String("system")});
+  }
+  for (size_t i = 0; i < turns.size(); ++i) {
+    o.messages.push_back({i % 2 == 0 ? "user" : "assistant", turns[i]});
+  }
+  const int given = flags.Has("prompt") + !o.prompt_token_ids.empty() + !turns.empty();
+  if (given != 1) {
+    return absl::InvalidArgumentError("give one of --prompt, --prompt_token_ids or --message");
   }
   if (absl::Status s = ReadSampling(flags, o); !s.ok()) return s;
   o.min_p = static_cast<float>(flags.Float("min_p", o.min_p));
@@ -327,7 +340,9 @@ int RunModel(const Flags& flags) {
             {"sliding_window", m->sliding_window},
             {"bos_token_id", m->bos_token_id},
             {"eos_token_ids", m->eos_token_ids},
-            {"fingerprint", m->fingerprint}};
+            {"fingerprint", m->fingerprint},
+            {"chat_template", m->chat_template},
+            {"default_system_prompt", m->default_system_prompt}};
   if (flags.Bool("json")) {
     absl::PrintF("%s\n", Dump(j));
   } else {
@@ -393,9 +408,9 @@ std::vector<Command> Commands() {
   const std::vector<FlagSpec> sampling = SamplingFlags();
   batch.insert(batch.end(), sampling.begin(), sampling.end());
   return {
-      {"generate", "tpserve generate --prompt TEXT [flags]",
+      {"generate", "tpserve generate --prompt TEXT | --message TEXT... [flags]",
        "generate a completion and print it once finished", GenerateFlags(), RunGenerate},
-      {"stream", "tpserve stream --prompt TEXT [flags]", "generate a completion, printing text as it arrives",
+      {"stream", "tpserve stream --prompt TEXT | --message TEXT... [flags]", "generate a completion, printing text as it arrives",
        GenerateFlags(), RunStream},
       {"tokenize", "tpserve tokenize --text TEXT [--add_bos] [--json]",
        "print the model's token ids for a text",

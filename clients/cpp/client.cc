@@ -63,6 +63,11 @@ pb::GenerateRequest ToProto(const GenerateOptions& o) {
   r.set_request_id(o.request_id);
   r.set_prompt(o.prompt);
   r.mutable_prompt_token_ids()->Add(o.prompt_token_ids.begin(), o.prompt_token_ids.end());
+  for (const ChatMessage& m : o.messages) {
+    v1::ChatMessage* out = r.add_messages();
+    out->set_role(m.role);
+    out->set_content(m.content);
+  }
   r.set_max_new_tokens(o.max_new_tokens);
   r.set_temperature(o.temperature);
   r.set_top_p(o.top_p);
@@ -240,6 +245,8 @@ absl::StatusOr<ModelInfo> Client::GetModelInfo() {
   info.bos_token_id = m.bos_token_id();
   info.eos_token_ids = Ids(m.eos_token_ids());
   info.fingerprint = m.fingerprint();
+  info.chat_template = m.chat_template();
+  info.default_system_prompt = m.default_system_prompt();
   return info;
 }
 

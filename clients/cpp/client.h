@@ -38,6 +38,12 @@ enum class FinishReason {
 std::string_view FinishReasonName(FinishReason reason);
 
 // One generation request. Defaults are the Python SDK's.
+// One turn of a conversation (GenerateOptions::messages).
+struct ChatMessage {
+  std::string role;     // "system" (first only), "user" or "assistant"
+  std::string content;  // UTF-8
+};
+
 struct GenerateOptions {
   // Echoed in every response; the server makes one when empty.
   std::string request_id;
@@ -45,6 +51,10 @@ struct GenerateOptions {
   std::string prompt;
   // Prompt as token ids, used as is (no BOS added); when non-empty `prompt` is ignored.
   std::vector<uint32_t> prompt_token_ids;
+  // A conversation rendered with the model's chat template (ModelInfo::chat_template); not
+  // together with prompt or prompt_token_ids. Roles alternate user, assistant, ... after an
+  // optional first system message, and the last is "user".
+  std::vector<ChatMessage> messages;
   // Most tokens to generate (>= 1); prompt + max_new_tokens must fit the context.
   uint32_t max_new_tokens = 16;
   // Softmax temperature (>= 0); 0 = greedy.
@@ -126,6 +136,8 @@ struct ModelInfo {
   uint32_t bos_token_id = 0;
   std::vector<uint32_t> eos_token_ids;
   std::string fingerprint;  // hash of config and weight index; replicas must match
+  std::string chat_template;          // "chatml", "airomnimix" or "" (messages refused)
+  std::string default_system_prompt;  // put first when a conversation has no system message
 };
 
 // One model replica (one mpirun job of TP x PP ranks).

@@ -1,7 +1,7 @@
 """The only file that knows the generated protobuf types: builds requests, reads responses."""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Mapping, Optional, Sequence, Union
 
 from grpc_health.v1 import health_pb2
 
@@ -18,6 +18,7 @@ _FINISH = {
 
 
 def generate_request(*, prompt: Optional[str], prompt_token_ids: Optional[Sequence[int]],
+                     messages: Optional[Sequence[Mapping[str, str]]],
                      max_new_tokens: int, temperature: float, top_p: float, top_k: int,
                      min_p: float, repetition_penalty: float, seed: Optional[int],
                      stop: Union[str, Sequence[str]], stop_token_ids: Sequence[int],
@@ -29,7 +30,8 @@ def generate_request(*, prompt: Optional[str], prompt_token_ids: Optional[Sequen
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
         min_p=min_p, repetition_penalty=repetition_penalty,
         stop=[stop] if isinstance(stop, str) else list(stop), stop_token_ids=list(stop_token_ids),
-        ignore_eos=ignore_eos, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+        ignore_eos=ignore_eos, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+        messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in messages or ()])
     if seed is not None:
         request.seed = seed
     return request
@@ -63,7 +65,8 @@ def model_info(m: pb.ModelInfo) -> ModelInfo:
         hidden_size=m.hidden_size, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
         vocab_size=m.vocab_size, max_context=m.max_context, sliding_window=m.sliding_window,
         bos_token_id=m.bos_token_id, eos_token_ids=list(m.eos_token_ids),
-        fingerprint=m.fingerprint)
+        fingerprint=m.fingerprint, chat_template=m.chat_template,
+        default_system_prompt=m.default_system_prompt)
 
 
 def cluster_status(s: pb.ClusterStatus) -> ClusterStatus:

@@ -5,7 +5,7 @@ use an AsyncClient inside one running event loop.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 import grpc.aio
@@ -44,6 +44,7 @@ class AsyncClient:
 
     async def generate(self, prompt: Optional[str] = None, *,
                        prompt_token_ids: Optional[Sequence[int]] = None,
+                       messages: Optional[Sequence[Mapping[str, str]]] = None,
                        max_new_tokens: int = 16, temperature: float = 1.0, top_p: float = 1.0,
                        top_k: int = 0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                        seed: Optional[int] = None, stop: Union[str, Sequence[str]] = (),
@@ -52,7 +53,8 @@ class AsyncClient:
                        timeout: Optional[float] = None) -> GenerateResult:
         """Generates a completion and returns it once finished."""
         request = _convert.generate_request(
-            prompt=prompt, prompt_token_ids=prompt_token_ids, max_new_tokens=max_new_tokens,
+            prompt=prompt, prompt_token_ids=prompt_token_ids, messages=messages,
+            max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
             repetition_penalty=repetition_penalty, seed=seed, stop=stop,
             stop_token_ids=stop_token_ids, ignore_eos=ignore_eos, logprobs=logprobs,
@@ -62,6 +64,7 @@ class AsyncClient:
 
     async def stream(self, prompt: Optional[str] = None, *,
                      prompt_token_ids: Optional[Sequence[int]] = None,
+                       messages: Optional[Sequence[Mapping[str, str]]] = None,
                      max_new_tokens: int = 16, temperature: float = 1.0, top_p: float = 1.0,
                      top_k: int = 0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                      seed: Optional[int] = None, stop: Union[str, Sequence[str]] = (),
@@ -74,7 +77,8 @@ class AsyncClient:
         cancels the RPC on the server; a mere `break` cancels it when the iterator is collected.
         """
         request = _convert.generate_request(
-            prompt=prompt, prompt_token_ids=prompt_token_ids, max_new_tokens=max_new_tokens,
+            prompt=prompt, prompt_token_ids=prompt_token_ids, messages=messages,
+            max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
             repetition_penalty=repetition_penalty, seed=seed, stop=stop,
             stop_token_ids=stop_token_ids, ignore_eos=ignore_eos, logprobs=logprobs,

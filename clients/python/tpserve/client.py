@@ -5,6 +5,10 @@ Thread safety: one Client may be shared by threads; it holds one gRPC channel.
 Generation arguments (shared by generate and stream, and by AsyncClient):
   prompt: text; the server adds BOS as the model's tokenizer config says.
   prompt_token_ids: prompt as token ids, used as is (no BOS); when non-empty `prompt` is ignored.
+  messages: a conversation, [{"role": "system"|"user"|"assistant", "content": str}, ...],
+    rendered with the model's chat template (ModelInfo.chat_template); not with prompt or
+    prompt_token_ids. Roles alternate user, assistant, ... after an optional first system
+    message, and the last one is "user".
   max_new_tokens: most tokens to generate (>= 1); prompt + max_new_tokens must fit the context.
   temperature: softmax temperature (>= 0); 0 = greedy.
   top_p: nucleus probability mass in (0, 1]; 1 = off.
@@ -26,7 +30,7 @@ Errors: every failed RPC raises a TpserveError subclass (see tpserve.errors).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -67,7 +71,8 @@ class Client:
             raise from_rpc_error(error) from error
 
     def generate(self, prompt: Optional[str] = None, *,
-                 prompt_token_ids: Optional[Sequence[int]] = None, max_new_tokens: int = 16,
+                 prompt_token_ids: Optional[Sequence[int]] = None,
+                 messages: Optional[Sequence[Mapping[str, str]]] = None, max_new_tokens: int = 16,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                  min_p: float = 0.0, repetition_penalty: float = 1.0, seed: Optional[int] = None,
                  stop: Union[str, Sequence[str]] = (), stop_token_ids: Sequence[int] = (),
@@ -75,7 +80,8 @@ class Client:
                  request_id: str = "", timeout: Optional[float] = None) -> GenerateResult:
         """Generates a completion and returns it once finished (arguments: module docstring)."""
         request = _convert.generate_request(
-            prompt=prompt, prompt_token_ids=prompt_token_ids, max_new_tokens=max_new_tokens,
+            prompt=prompt, prompt_token_ids=prompt_token_ids, messages=messages,
+            max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
             repetition_penalty=repetition_penalty, seed=seed, stop=stop,
             stop_token_ids=stop_token_ids, ignore_eos=ignore_eos, logprobs=logprobs,
@@ -83,7 +89,8 @@ class Client:
         return _convert.generate_result(self._unary(self._inference.Generate, request, timeout))
 
     def stream(self, prompt: Optional[str] = None, *,
-               prompt_token_ids: Optional[Sequence[int]] = None, max_new_tokens: int = 16,
+               prompt_token_ids: Optional[Sequence[int]] = None,
+               messages: Optional[Sequence[Mapping[str, str]]] = None, max_new_tokens: int = 16,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                min_p: float = 0.0, repetition_penalty: float = 1.0, seed: Optional[int] = None,
                stop: Union[str, Sequence[str]] = (), stop_token_ids: Sequence[int] = (),
@@ -95,7 +102,8 @@ class Client:
         it on the server. Arguments: module docstring.
         """
         request = _convert.generate_request(
-            prompt=prompt, prompt_token_ids=prompt_token_ids, max_new_tokens=max_new_tokens,
+            prompt=prompt, prompt_token_ids=prompt_token_ids, messages=messages,
+            max_new_tokens=max_new_tokens,
             temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
             repetition_penalty=repetition_penalty, seed=seed, stop=stop,
             stop_token_ids=stop_token_ids, ignore_eos=ignore_eos, logprobs=logprobs,

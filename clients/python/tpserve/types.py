@@ -83,6 +83,8 @@ class ModelInfo:
     bos_token_id: int
     eos_token_ids: List[int]
     fingerprint: str        # hash of config and weight index; replicas must match
+    chat_template: str = ""          # "chatml", "airomnimix" or "" (messages refused)
+    default_system_prompt: str = ""  # put first when a conversation has no system message
 
 
 @dataclass(frozen=True)
