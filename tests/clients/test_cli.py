@@ -110,6 +110,20 @@ def test_model_describes_the_served_model(cluster):
     got = json.loads(tpserve("model", "--server", cluster.api, "--json").stdout)
     want = cluster.client.model_info()
     assert got["fingerprint"] == want.fingerprint and got["vocab_size"] == want.vocab_size
+    assert got["chat_template"] == want.chat_template == "airomnimix"
+
+
+def test_chat_turns_from_message_and_system_flags_match_the_sdk(cluster):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]
+    want = cluster.client.generate(messages=messages, max_new_tokens=6, temperature=0)
+    got = json.loads(tpserve("generate", "--server", cluster.api, "--system", "Be brief.",
+                             "--message", "hi", "--message", "hello", "--message", "more",
+                             "--max_new_tokens", 6, "--temperature", 0, "--json").stdout)
+    assert got["token_ids"] == want.token_ids and got["prompt_tokens"] == want.prompt_tokens
+    both = tpserve("generate", "--server", cluster.api, "--message", "hi", "--prompt", "x",
+                   check=False)
+    assert both.returncode == 2 and "--message" in both.stderr
 
 
 def test_errors_keep_the_server_code_and_usage_mistakes_exit_2(cluster):

@@ -131,6 +131,10 @@ def test_cancel_and_disconnect_return_the_kv_capacity(slow_model, tmp_path):
     ("top_p", dict(prompt="hi", top_p=1.5)),
     ("prompt_token_ids", dict(prompt_token_ids=[1, 99999])),
     ("min_p", dict(prompt="hi", min_p=2.0)),
+    ("messages", dict(prompt="hi", messages=[{"role": "user", "content": "hi"}])),
+    ("messages[0].role", dict(messages=[{"role": "robot", "content": "hi"}])),
+    ("messages[1].role", dict(messages=[{"role": "user", "content": "a"},
+                                        {"role": "assistant", "content": "b"}])),
 ])
 def test_invalid_requests_are_refused_and_the_server_keeps_serving(cluster, field, kwargs):
     kwargs.setdefault("max_new_tokens", 2)
@@ -168,3 +172,16 @@ def test_killing_a_replica_mid_generation_loses_no_request(slow_model, tmp_path)
         assert "replica \"a\" exited" in open(tmp_path / "launch.log").read()
     finally:
         c.close()
+
+
+def test_chat_messages_render_the_models_prompt_form(cluster):
+    """tiny-mistral declares no chat template, so the Mistral family's USER:/ASSISTANT: form."""
+    assert cluster.client.model_info().chat_template == "airomnimix"
+    chat = cluster.client.generate(
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                  {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}],
+        max_new_tokens=4, temperature=0, ignore_eos=True)
+    text = "SYSTEM: Be brief.\nUSER: hi\nASSISTANT: hello\nUSER: more\nASSISTANT:"
+    raw = cluster.client.generate(prompt=text, max_new_tokens=4, temperature=0, ignore_eos=True)
+    assert chat.prompt_tokens == len(cluster.client.tokenize(text, add_bos=True))
+    assert chat.token_ids == raw.token_ids
