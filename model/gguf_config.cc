@@ -146,6 +146,13 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& file, std::strin
     return r.Error("llama.vocab_size", "is missing and token_embd.weight gives no vocabulary size");
   }
   c.tie_word_embeddings = file.FindTensor("output.weight") == nullptr;
+  // Mistral checkpoints convert to architecture "llama"; a sliding window, when the converter
+  // recorded one, is what makes them Mistral for the engine.
+  if (!(opt = r.OptionalPositiveInt("llama.attention.sliding_window")).ok()) return opt.status();
+  if (opt->has_value()) {
+    c.architecture = Architecture::kMistral;
+    c.sliding_window = **opt;
+  }
 
   if (!(v = r.TokenId("tokenizer.ggml.bos_token_id")).ok()) return v.status();
   c.bos_token_id = *v;

@@ -21,7 +21,8 @@ namespace tpserve {
 // .attention.head_count, .attention.layer_norm_rms_epsilon (required);
 // .attention.head_count_kv (default head_count), .attention.key_length (default
 // embedding_length / head_count), .rope.freq_base (default 10000), .vocab_size (default: rows
-// of token_embd.weight), tokenizer.ggml.bos_token_id / eos_token_id (optional).
+// of token_embd.weight), .attention.sliding_window (optional: makes it a Mistral model with
+// that window), tokenizer.ggml.bos_token_id / eos_token_id (optional).
 // tie_word_embeddings is true when the file has no output.weight. torch_dtype is F32: the
 // worker dequantises every weight to F32 at load.
 // Errors are InvalidArgument naming `source` and the key: another architecture, a missing key,

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Converts tests/data/tiny-llama into GGUF files the way llama.cpp's convert_hf_to_gguf.py
-does for LlamaForCausalLM, for the engine's GGUF loader tests.
+"""Converts tests/data/tiny-llama and tiny-mistral into GGUF files the way llama.cpp's
+convert_hf_to_gguf.py does for LlamaForCausalLM / MistralForCausalLM (architecture "llama";
+the sliding window as llama.attention.sliding_window), for the engine's GGUF loader tests.
 
     /opt/tpserve-ref/bin/python tests/data/make_gguf_model.py tests/data
 
 Writes
   tiny-llama-gguf/model.gguf          every tensor F32 (exactly the bf16 checkpoint's values)
   tiny-llama-gguf-q8/model-q8_0.gguf  2-D weights Q8_0 (gguf.quants.quantize), norms F32
+  tiny-mistral-gguf/model.gguf        every tensor F32, sliding window 12, head_dim 24
 and copies golden.json and golden_logits.safetensors next to each: the reference is the same
 model, so the F32 file must match it as tightly as the safetensors checkpoint does, and the
 Q8_0 file within the quantisation error.
@@ -91,7 +93,7 @@ def gguf_tensors(cfg, hf):
 
 def write(path, cfg, tensors, quantise):
     w = gguf.GGUFWriter(path, "llama")
-    w.add_name("tiny-llama")
+    w.add_name(cfg["_name"])
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
@@ -106,6 +108,8 @@ def write(path, cfg, tensors, quantise):
     w.add_rope_dimension_count(cfg["head_dim"])
     w.add_bos_token_id(cfg["bos_token_id"])
     w.add_eos_token_id(cfg["eos_token_id"])
+    if cfg.get("sliding_window"):
+        w.add_sliding_window(cfg["sliding_window"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quantise else gguf.LlamaFileType.ALL_F32)
     for name, arr in tensors:
         arr = np.ascontiguousarray(arr, dtype=np.float32)
@@ -121,13 +125,16 @@ def write(path, cfg, tensors, quantise):
 
 
 def main(data_dir):
-    src = os.path.join(data_dir, "tiny-llama")
-    with open(os.path.join(src, "config.json")) as f:
-        cfg = json.load(f)
-    assert cfg["architectures"] == ["LlamaForCausalLM"], cfg["architectures"]
-    tensors = gguf_tensors(cfg, load_model(src))
-    for folder, fname, quantise in [("tiny-llama-gguf", "model.gguf", False),
-                                    ("tiny-llama-gguf-q8", "model-q8_0.gguf", True)]:
+    for model, folder, fname, quantise in [
+            ("tiny-llama", "tiny-llama-gguf", "model.gguf", False),
+            ("tiny-llama", "tiny-llama-gguf-q8", "model-q8_0.gguf", True),
+            ("tiny-mistral", "tiny-mistral-gguf", "model.gguf", False)]:
+        src = os.path.join(data_dir, model)
+        with open(os.path.join(src, "config.json")) as f:
+            cfg = json.load(f)
+        cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+        cfg["_name"] = model
+        tensors = gguf_tensors(cfg, load_model(src))
         out = os.path.join(data_dir, folder)
         os.makedirs(out, exist_ok=True)
         write(os.path.join(out, fname), cfg, tensors, quantise)
