@@ -10,7 +10,8 @@
 // threads (decode of a few sequences), each token's keys are split across several items and
 // their partial results are merged at the end (flash-decoding), with the same max-shifted
 // arithmetic. The body is plain C++ instantiated per instruction set, so the compiler
-// vectorises it at that width.
+// vectorises it at that width. Sequences with several new tokens (prefill) go through query
+// tiles instead (attention_tiles.h).
 // Reference: ref::PagedAttention in reference.cc; compared in tests/kernels/ops_test.cc.
 #include <omp.h>
 
@@ -20,6 +21,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/attention_tiles.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/vec_math.h"
 #include "kernels/ops.h"
@@ -197,18 +199,33 @@ void PagedAttention(const AttentionParams& p) {
   if (heads <= 0) return;
   const int threads = omp_get_max_threads();
   int64_t num_rows = 0, total_keys = 0;
-  for (int64_t s = 0; s < p.num_seqs; ++s) num_rows += p.seqs[s].num_tokens;
-  if (num_rows == 0) return;
+  std::vector<cpu::QueryTile> tiles;
+  for (int64_t s = 0; s < p.num_seqs; ++s) {
+    const AttentionSeq& seq = p.seqs[s];
+    if (seq.num_tokens < cpu::kMinTileTokens) {
+      num_rows += seq.num_tokens;
+      continue;
+    }
+    // Last tiles first: they see the most keys, and dynamic scheduling then balances.
+    for (int64_t first = (seq.num_tokens - 1) / cpu::kQueryTile * cpu::kQueryTile; first >= 0;
+         first -= cpu::kQueryTile) {
+      tiles.push_back({&seq, first, std::min(cpu::kQueryTile, seq.num_tokens - first)});
+      total_keys += (seq.start_pos + first + tiles.back().count) * tiles.back().count;
+    }
+  }
+  if (num_rows == 0 && tiles.empty()) return;
 
   // Splits per token: 1 when tokens alone give every thread work, else enough (each of at
   // least kMinSplitKeys keys) to reach about two items per thread.
-  const int64_t want_splits = std::max<int64_t>(1, (2 * threads + num_rows - 1) / num_rows);
+  const int64_t want_splits =
+      num_rows == 0 ? 1 : std::max<int64_t>(1, (2 * threads + num_rows - 1) / num_rows);
   std::vector<Item> items;
   std::vector<std::pair<int64_t, int64_t>> merges;  // (first partial, count) per split token
   std::vector<int64_t> merge_rows;
   int64_t partials = 0;
   for (int64_t s = 0; s < p.num_seqs; ++s) {
     const AttentionSeq& seq = p.seqs[s];
+    if (seq.num_tokens >= cpu::kMinTileTokens) continue;  // tiles
     for (int64_t i = 0; i < seq.num_tokens; ++i) {
       const int64_t pos = seq.start_pos + i;
       // Keys j with pos - window < j <= pos (HF/Mistral), or all j <= pos without a window.
@@ -241,11 +258,17 @@ void PagedAttention(const AttentionParams& p) {
   std::vector<float> partial_buf(static_cast<size_t>(partials * heads * (dim + 2)));
   const int64_t num_items = static_cast<int64_t>(items.size());
   const int64_t num_merges = static_cast<int64_t>(merges.size());
+  const int64_t num_tiles = static_cast<int64_t>(tiles.size());
   const bool parallel = total_keys * heads * dim >= (int64_t{1} << 15);
 
 #pragma omp parallel num_threads(parallel ? threads : 1)
   {
-    std::vector<float> scratch(static_cast<size_t>(ScratchFloats(heads, dim)));
+    std::vector<float> scratch(static_cast<size_t>(
+        std::max(ScratchFloats(heads, dim), num_tiles > 0 ? cpu::TileScratchFloats(p) : 0)));
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t t = 0; t < num_tiles; ++t) {
+      cpu::AttendTile(p, tiles[static_cast<size_t>(t)], scratch.data());
+    }
     // Causal tokens differ in key count, so hand out items dynamically.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < num_items; ++it) {

@@ -812,6 +812,16 @@ const std::vector<AttentionCase>& AttentionCases() {
       {"head_dim_80_block_3_window_10", {{0, 30}, {50, 2}}, 5, 1, 80, 3, 10},
       {"long_decode_32heads_ctx1000", {{999, 1}, {500, 1}}, 32, 8, 128, 16, 0},
       {"nan_in_one_query", {{7, 3}}, 4, 2, 16, 4, 0, false, true},
+      // Query tiles (attention_tiles.h: sequences of >= 4 new tokens, 16 per tile).
+      {"tiles_prefill_100tok_gqa3_dim64", {{0, 100}}, 9, 3, 64, 16, 0},
+      {"tiles_chunked_prefill_after_70_odd_count", {{70, 45}, {3, 1}, {0, 4}}, 6, 2, 128, 8, 0},
+      {"tiles_window_inside_a_tile_and_across_blocks", {{0, 150}}, 4, 2, 32, 4, 7},
+      {"tiles_window_100_long_prefill", {{300, 213}}, 8, 2, 64, 16, 100},
+      {"tiles_head_dim_80_and_7", {{0, 33}, {10, 17}}, 5, 1, 80, 3, 0},
+      {"tiles_head_dim_7_block_1", {{2, 9}}, 2, 1, 7, 1, 0},
+      {"tiles_scrambled_map_mixed_with_decode", {{12, 20}, {40, 1}, {5, 2}}, 6, 3, 16, 5, 0,
+       true},
+      {"tiles_nan_in_one_query", {{7, 18}}, 4, 2, 16, 4, 0, false, true},
   };
   return cases;
 }
