@@ -1,0 +1,55 @@
+// Device helpers shared by the .cu files of kernels/cuda (internal; CUDA code only):
+// bf16 <-> fp32 on raw uint16_t bits, rounding exactly as common/dtype.h's F32ToBf16 does
+// (so GPU results can be compared bit for bit with bf16(CPU reference)), and a block sum.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_types.h"
+
+namespace tpserve::kernels::cuda::internal {
+
+// A quiet NaN in bf16 and in fp32: what ops write for out-of-range ids or positions.
+constexpr uint16_t kBf16Nan = 0x7fc0u;
+__device__ __forceinline__ float F32Nan() { return __int_as_float(0x7fc00000); }
+
+// bf16 bits -> fp32 (exact).
+__device__ __forceinline__ float Bf16ToF32(uint16_t v) {
+  return __uint_as_float(static_cast<uint32_t>(v) << 16);
+}
+
+// fp32 -> bf16 bits, round to nearest even, NaN kept NaN (quiet, sign kept): the same bit
+// manipulation as tpserve::F32ToBf16 on the host.
+__device__ __forceinline__ uint16_t F32ToBf16(float f) {
+  uint32_t bits = __float_as_uint(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// Sum of `v` over the kThreads threads of a one-dimensional block of exactly kThreads threads;
+// every thread receives the total (all warps reduce the partials in the same order, so they
+// agree bit for bit). `warp_sums` is __shared__ float[kThreads / 32]. Contains one
+// __syncthreads(): every thread of the block must call it, once per kernel (a second call
+// would need another barrier before it overwrites warp_sums).
+template <int kThreads>
+__device__ __forceinline__ float BlockSum(float v, float* warp_sums) {
+  static_assert(kThreads % 32 == 0 && kThreads >= 32 && kThreads <= 1024,
+                "a block of whole warps");
+  constexpr int kWarps = kThreads / 32;
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? warp_sums[lane] : 0.0f;
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// The launch's stream from the opaque handle.
+inline cudaStream_t ToCudaStream(Stream stream) { return static_cast<cudaStream_t>(stream.handle); }
+
+}  // namespace tpserve::kernels::cuda::internal
