@@ -33,5 +33,5 @@ done
 "$cli" status
 echo
 echo "USER: $question"
-printf "ASSISTANT:"
+printf "ASSISTANT: "
 "$cli" stream --message "$question" --max_new_tokens 256 --temperature 0 --repetition_penalty 1.1
