@@ -148,8 +148,11 @@ TPSERVE_TARGET_AVX512 void GemvTile(const float* xp, int64_t xs, const typename 
       for (int r = 0; r < R; ++r) {
         const typename P::T* src = w + r * cols + c + u * kChunk;
         // Decode reads every weight once, straight from DRAM; asking a little ahead keeps
-        // more lines in flight than the hardware prefetcher does across 4 KiB pages.
-        TPSERVE_PREFETCH_AHEAD(src, kGemvPrefetchBytes, _MM_HINT_T0);
+        // more lines in flight than the hardware prefetcher does across 4 KiB pages. A chunk
+        // of F32 weights spans two cache lines: both are asked for, as far ahead in time.
+        constexpr int64_t kAhead = kGemvPrefetchBytes * int64_t{sizeof(typename P::T)} / 2;
+        TPSERVE_PREFETCH_AHEAD(src, kAhead, _MM_HINT_T0);
+        if constexpr (sizeof(typename P::T) == 4) TPSERVE_PREFETCH_AHEAD(src, kAhead + 64, _MM_HINT_T0);
         P::Load(src, wa[r], wb[r]);
       }
       GemvStep<R, NT>(wa, wb, xp, xs, c + u * kChunk, acc[u], acc2[u]);
