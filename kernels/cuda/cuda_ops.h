@@ -1,6 +1,7 @@
 // The decoder's CUDA ops (layer: kernels/cuda; a plain C++ header: no CUDA types, callers need
-// no CUDA headers). The non-GEMM, non-attention ops of one decoder step, each a counterpart of
-// an op in kernels/ops.h with bf16 storage and fp32 math; the argument structs and the
+// no CUDA headers). The ops of one decoder step (embedding, norms, RoPE, SwiGLU, KV-cache
+// writes, the cuBLASLt GEMM and paged attention), each a counterpart of an op in kernels/ops.h
+// with bf16 storage and fp32 math; the argument structs and the
 // activation-dtype contract (fp32 residual stream, bf16 everywhere else) are in
 // kernels/cuda/cuda_types.h.
 //
@@ -24,10 +25,14 @@
 // here must appear in RegisteredCudaOps() and have cases there (the test fails otherwise).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/cuda_types.h"
 
@@ -61,6 +66,90 @@ namespace tpserve::kernels::cuda {
 // or a slot >= num_blocks * block_size (a caller bug) are skipped; nothing else in the cache
 // is touched.
 [[nodiscard]] absl::Status WriteKvCache(const WriteKvCacheParams& p, Stream stream);
+
+// ------------------------------------- GEMM -------------------------------------------------
+
+// A cuBLASLt GEMM runner for one device: y[tokens, rows] = x[tokens, cols] · w^T with bf16 x
+// and w, fp32 accumulation (CUBLAS_COMPUTE_32F, no reduced-precision reductions) and a bf16 or
+// fp32 y (GemmParams). No epilogue: Mistral/Llama projections have no bias, and the residual
+// add is fused into AddRmsNorm instead.
+// Create it once per device (it owns the cuBLASLt handle and a workspace) and reuse it. The
+// first call for a shape (tokens, rows, cols, output dtype, pointer alignments) builds its
+// descriptors and asks cuBLASLt's heuristic for an algorithm on the host; later calls reuse
+// that plan. A call allocates nothing on the device and never synchronises, so it can be
+// captured into a CUDA graph (warm the plan of each captured shape up first: the heuristic
+// query is host work that a replay would not redo anyway).
+// Not thread-safe: one thread at a time, and all calls on one stream or otherwise ordered
+// (they share the workspace); use one handle per concurrently running stream.
+class GemmHandle {
+ public:
+  static constexpr int64_t kDefaultWorkspaceBytes = int64_t{32} << 20;  // NVIDIA's Hopper advice
+
+  // An empty handle: Gemm() checks its arguments, then returns FailedPrecondition.
+  GemmHandle();
+  // Creates the cuBLASLt handle and allocates `workspace_bytes` (>= 0) of device memory on the
+  // current device. Unavailable without a usable device; ResourceExhausted when out of memory.
+  [[nodiscard]] static absl::StatusOr<GemmHandle> Create(
+      int64_t workspace_bytes = kDefaultWorkspaceBytes);
+
+  GemmHandle(GemmHandle&& other) noexcept;
+  GemmHandle& operator=(GemmHandle&& other) noexcept;
+  GemmHandle(const GemmHandle&) = delete;
+  GemmHandle& operator=(const GemmHandle&) = delete;
+  ~GemmHandle();
+
+  // Enqueues y = x · w^T on `stream` (common contract above). InvalidArgument, with nothing
+  // enqueued, for sizes outside [1, 2^31 - 1] (tokens may be 0: OK, nothing enqueued), null or
+  // misaligned pointers (x and w 2-byte, y 2- or 4-byte aligned) or an unknown output dtype;
+  // FailedPrecondition for an empty handle or when cuBLASLt has no algorithm for the shape;
+  // otherwise the cuBLASLt status (CublasStatusToStatus).
+  [[nodiscard]] absl::Status Gemm(const GemmParams& p, Stream stream);
+
+  // Number of cached plans (one per distinct shape seen).
+  size_t cached_plans() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// ------------------------------------- attention --------------------------------------------
+// Both ops below share these rules (PagedAttentionParams in cuda_types.h):
+//  - head_dim 64 or 128 (anything else is InvalidArgument), q_heads a multiple of kv_heads,
+//    cache.k and cache.v 16-byte aligned, num_seqs <= 65535 and q_heads <= 65535, scale
+//    finite, sliding_window >= 0; zero sequences or zero tokens: OK, nothing enqueued.
+//  - Checked on the device (the host cannot see device memory without waiting): a sequence
+//    whose rows [token_begin, token_begin + num_tokens) do not lie inside [0, tokens) is
+//    skipped, nothing written. A sequence whose rows fit but whose positions do not (a
+//    negative start_pos, positions at or past 2^30), whose block table is null or too short
+//    for its last key, or names a block outside [0, cache.num_blocks) for a position its
+//    queries read, gets all its output rows NaN. Nothing outside q, out, the cache and the
+//    block tables is read or written. Block-table entries of blocks wholly before the window
+//    of a sequence's first query are never read (a sliding-window allocator may free them).
+//  - Rows of q/out that belong to no sequence are not touched. Two sequences sharing rows
+//    race.
+//  - A NaN or inf in q or k makes the rows that see it NaN, as in the reference; a NaN in v
+//    reaches exactly the (row, dim) pairs that attend to it. Keys a query does not see never
+//    contribute (not even 0 * NaN).
+
+// Prefill (and mixed) attention: any number of new tokens per sequence, queries of all
+// sequences in one launch. A flash-attention style kernel: per (64-query tile of a sequence,
+// query head) block, the query tile stays in shared memory while 32-key K/V tiles are
+// streamed through it with an online softmax in fp32; tiles wholly before a query tile's
+// window or after its last query are skipped.
+[[nodiscard]] absl::Status PagedPrefillAttention(const PagedAttentionParams& p, Stream stream);
+
+// Decode attention: one new token per sequence (num_tokens must be 1; a sequence with 0 is
+// skipped, one with more gets a NaN row at token_begin and its other rows untouched). All q_heads / kv_heads (<= kMaxDecodeGroup)
+// query heads of a KV head share one pass over its keys; a sequence's visible keys are split
+// into up to kMaxDecodeSplits ranges processed by separate blocks when the batch alone would
+// not fill the GPU (partials in p.workspace, merged by a second kernel).
+[[nodiscard]] absl::Status PagedDecodeAttention(const DecodeAttentionParams& p, Stream stream);
+
+// Bytes of workspace PagedDecodeAttention needs for `splits` splits (0 for splits <= 1):
+// num_seqs * q_heads * splits * (head_dim + 2) floats. Negative arguments give 0.
+int64_t DecodeAttentionWorkspaceBytes(int64_t num_seqs, int64_t q_heads, int64_t head_dim,
+                                      int64_t splits);
 
 // The registry of the CUDA ops above: one entry per public op, in declaration order. The
 // backend-ops test checks that it has cases for every name here, so an op added to this

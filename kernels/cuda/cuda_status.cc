@@ -1,8 +1,9 @@
-// CUDA runtime errors -> absl::Status, the device query, DeviceBuffer. The only file of
-// kernels/cuda that turns a cudaError_t into a Status: every other file returns the raw code
-// to kernels/cuda/cuda_ops.cc, which comes here.
+// CUDA runtime and cuBLAS errors -> absl::Status, the device query, DeviceBuffer. The only file
+// of kernels/cuda that turns a cudaError_t or cublasStatus_t into a Status: every other file
+// returns the raw code to kernels/cuda/cuda_ops.cc or gemm.cc, which come here.
 #include "kernels/cuda/cuda_status.h"
 
+#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -64,6 +65,27 @@ absl::Status CudaErrorToStatus(int cuda_error, absl::string_view what) {
     case cudaErrorInvalidConfiguration:
     case cudaErrorInvalidDevice:
       return absl::InvalidArgumentError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+absl::Status CublasStatusToStatus(int cublas_status, absl::string_view what) {
+  const auto status = static_cast<cublasStatus_t>(cublas_status);
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  // cublasLtGetStatusName/String need no device and return "unknown" for codes they lack.
+  const std::string message = absl::StrCat(what, ": ", cublasLtGetStatusName(status), ": ",
+                                           cublasLtGetStatusString(status));
+  switch (status) {
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return absl::ResourceExhaustedError(message);
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return absl::UnavailableError(message);
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return absl::InvalidArgumentError(message);
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return absl::FailedPreconditionError(message);
     default:
       return absl::InternalError(message);
   }

@@ -1,5 +1,5 @@
 // The CUDA foundation of kernels/cuda (layer: kernels/cuda; plain C++, no CUDA types):
-// the one place where CUDA runtime errors become absl::Status, the device query, a device
+// the one place where CUDA runtime and cuBLAS errors become absl::Status, the device query, a device
 // memory owner (DeviceBuffer) and stream synchronisation. Everything here is callable from any
 // thread; a DeviceBuffer is used by one thread at a time. Nothing here aborts: without a GPU
 // or a driver, CudaDeviceCount() is 0 and every call that reaches the CUDA runtime returns an
@@ -37,6 +37,16 @@ int CudaDeviceCount();
 //                       misaligned access, launch failure): the CUDA context is unusable and
 //                       every later call fails too.
 [[nodiscard]] absl::Status CudaErrorToStatus(int cuda_error, absl::string_view what);
+
+// Maps a cuBLAS / cuBLASLt status code (a cublasStatus_t value) to a Status whose message is
+// "<what>: <status name>: <description>". CUBLAS_STATUS_SUCCESS maps to OK. Codes:
+//   ResourceExhausted   CUBLAS_STATUS_ALLOC_FAILED (host or device memory);
+//   Unavailable         CUBLAS_STATUS_NOT_INITIALIZED (no driver or device);
+//   InvalidArgument     CUBLAS_STATUS_INVALID_VALUE (a descriptor or pointer it rejects);
+//   FailedPrecondition  CUBLAS_STATUS_ARCH_MISMATCH, CUBLAS_STATUS_NOT_SUPPORTED (no algorithm
+//                       for this shape, layout or device);
+//   Internal            everything else (execution failed, internal error, ...).
+[[nodiscard]] absl::Status CublasStatusToStatus(int cublas_status, absl::string_view what);
 
 // Waits until all work queued on `stream` has finished; reports the first error of that work
 // (a fault in an earlier asynchronous kernel surfaces here).

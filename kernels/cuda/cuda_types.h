@@ -105,4 +105,90 @@ struct WriteKvCacheParams {
   PagedKvCache cache;
 };
 
+// ---------------------------------------------------------------------------------------------
+// GEMM (kernels/cuda/gemm.cc, through cuBLASLt): y[tokens, rows] = x[tokens, cols] · w^T.
+
+// The dtype of a GEMM's output.
+enum class GemmOutput : int32_t {
+  kBf16 = 0,  // y is uint16_t bf16 bits, rounded once from the fp32 accumulator
+  kF32 = 1,   // y is float (logits)
+};
+
+struct GemmParams {
+  const uint16_t* x = nullptr;  // [tokens, cols] bf16 row-major (activations)
+  const uint16_t* w = nullptr;  // [rows, cols] bf16 row-major (our weight layout)
+  void* y = nullptr;            // [tokens, rows] row-major, dtype per `output`; must not
+                                // overlap x or w
+  GemmOutput output = GemmOutput::kBf16;
+  int64_t tokens = 0;
+  int64_t rows = 0;  // output features
+  int64_t cols = 0;  // input features (the reduction dimension)
+};
+
+// ---------------------------------------------------------------------------------------------
+// Paged attention (kernels/cuda/attention_prefill.cu, attention_decode.cu).
+
+// One sequence's share of a batched attention call: the same fields, in the same order, as
+// kernels::AttentionSeq (kernels/ops.h), but the struct itself and its block table live in
+// DEVICE memory (an array of these is uploaded with the step's metadata).
+struct AttentionSeq {
+  int64_t token_begin = 0;  // first row of this sequence in q and out
+  int64_t num_tokens = 0;   // its new tokens (queries) this step; 0 = nothing to do
+  int64_t start_pos = 0;    // position of its first new token; its keys are positions
+                            // [0, start_pos + num_tokens), already in the cache
+  const int32_t* block_table = nullptr;  // device [num_blocks]: cache block of positions
+                                         // [i * block_size, (i + 1) * block_size)
+  int64_t num_blocks = 0;   // entries in block_table
+};
+
+// Causal grouped-query attention of a batch of sequences over the paged KV cache (bf16),
+// softmax and accumulation in fp32. Query head h reads KV head h / (q_heads / cache.kv_heads)
+// (Hugging Face's repeat_kv grouping: kernels::ref::PagedAttention with
+// kv_head_of_q[h] = h / group). A query at position i sees keys j with i - W < j <= i when
+// sliding_window W > 0, else 0 <= j <= i.
+struct PagedAttentionParams {
+  // Token t, head h at q + t * q_token_stride + h * head_dim: bf16. A fused qkv projection
+  // output works as is (q_token_stride = (q_heads + 2 * kv_heads) * head_dim).
+  const uint16_t* q = nullptr;
+  int64_t q_token_stride = 0;  // elements; >= q_heads * head_dim (0 means exactly that)
+  uint16_t* out = nullptr;     // [tokens, q_heads, head_dim] bf16 packed; must not overlap q
+  int64_t tokens = 0;          // rows of q and out
+  int64_t q_heads = 0;         // a multiple of cache.kv_heads
+  float scale = 1.0f;          // applied to q·k (usually 1/sqrt(head_dim)); finite
+  int64_t sliding_window = 0;  // W; 0 = no window
+  PagedKvCache cache;          // head_dim 64 or 128; k and v 16-byte aligned
+  const AttentionSeq* seqs = nullptr;  // device [num_seqs]
+  int64_t num_seqs = 0;
+  // Prefill only: the largest num_tokens among the sequences (sizes the grid). Any value in
+  // [1, tokens] gives the same results (blocks loop over the remaining query tiles); a smaller
+  // one is only slower. 0 means `tokens`.
+  int64_t max_seq_tokens = 0;
+};
+
+// Decode attention: every sequence has exactly one new token (num_tokens == 1) whose query is
+// row token_begin. Long contexts are split across thread blocks (flash-decoding): each split
+// writes a partial result into `workspace`, and a second kernel merges them.
+struct DecodeAttentionParams {
+  PagedAttentionParams attn;  // attn.max_seq_tokens is ignored
+  // An upper bound of start_pos + 1 over the batch (0 = unknown): only chooses the number of
+  // splits; any value gives correct results (within float reassociation). The split count is
+  // fixed when the call is enqueued (so also inside a captured CUDA graph); each sequence's
+  // key ranges are computed on the device, so a replay with longer contexts stays correct.
+  int64_t max_context = 0;
+  // Splits per sequence: 0 chooses automatically (enough blocks to fill the GPU, at least
+  // 128 keys per split); n > 0 asks for n (1 never splits and needs no workspace). Either way
+  // capped at kMaxDecodeSplits and by the workspace.
+  int64_t splits = 0;
+  // Device scratch for the partial results, DecodeAttentionWorkspaceBytes(...) bytes for the
+  // splits wanted, 16-byte aligned; fewer splits are used when it is smaller (none when null).
+  // Its contents mean nothing to the caller; one call at a time per workspace.
+  void* workspace = nullptr;
+  int64_t workspace_bytes = 0;
+};
+
+// Upper limit on decode splits per sequence.
+constexpr int64_t kMaxDecodeSplits = 32;
+// Largest q_heads / kv_heads the decode kernel takes (its query heads share each K/V load).
+constexpr int64_t kMaxDecodeGroup = 16;
+
 }  // namespace tpserve::kernels::cuda

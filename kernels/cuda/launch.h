@@ -15,4 +15,24 @@ int LaunchApplyRope(const RopeParams& p, Stream stream);           // rope.cu
 int LaunchSwiGlu(const SwiGluParams& p, Stream stream);            // swiglu.cu
 int LaunchWriteKvCache(const WriteKvCacheParams& p, Stream stream);  // kv_cache.cu
 
+// attention_prefill.cu: q_token_stride and max_seq_tokens resolved (non-zero).
+int LaunchPagedPrefillAttention(const PagedAttentionParams& p, Stream stream);
+// attention_decode.cu: q_token_stride resolved, `splits` in [1, kMaxDecodeSplits] chosen by
+// ChooseDecodeSplits and backed by p.workspace when > 1.
+int LaunchPagedDecodeAttention(const DecodeAttentionParams& p, int splits, Stream stream);
+// attention_decode.cu: the current device's multiprocessor count (cached per device), or 0
+// when it cannot be read.
+int CurrentDeviceMultiprocessors();
+
+// The number of key ranges each decode sequence is split into (cuda_ops.cc; pure, so that the
+// host tests can check it). `requested` > 0 asks for that many; 0 chooses: enough blocks
+// (num_seqs * kv_heads * splits) for about two waves over `multiprocessors`, but at least
+// kMinKeysPerDecodeSplit keys per split of the at most min(max_context, sliding_window)
+// visible keys (either limit ignored when 0). Always capped at kMaxDecodeSplits and at what
+// `workspace_bytes` holds (DecodeAttentionWorkspaceBytes), and at least 1.
+constexpr int64_t kMinKeysPerDecodeSplit = 128;
+int ChooseDecodeSplits(int64_t num_seqs, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                       int64_t max_context, int64_t sliding_window, int64_t requested,
+                       int64_t workspace_bytes, int multiprocessors);
+
 }  // namespace tpserve::kernels::cuda::internal

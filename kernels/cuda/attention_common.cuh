@@ -1,0 +1,104 @@
+// Device helpers shared by the paged-attention kernels (attention_prefill.cu,
+// attention_decode.cu; internal, CUDA code only): reading and checking one sequence's
+// descriptor, checking the block-table entries its queries will read, and locating a key's
+// row in the paged cache. The kernels trust nothing the host could not check: every value
+// read from device memory goes through here before it is used as an index.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_types.h"
+#include "kernels/cuda/device_utils.cuh"
+
+namespace tpserve::kernels::cuda::internal {
+
+// Positions at or past this are refused, so that position arithmetic fits in int32.
+constexpr int64_t kMaxAttentionPosition = int64_t{1} << 30;
+
+// log2(e): scores are kept in the log2 domain (q pre-multiplied by scale * log2(e)), so the
+// softmax's exponentials are exp2f.
+constexpr float kLog2e = 1.4426950408889634f;
+
+// One sequence's descriptor after the checks (AttentionSeq in cuda_types.h).
+struct SeqView {
+  bool rows_ok = false;  // rows [token_begin, token_begin + num_tokens) lie in [0, tokens)
+  bool valid = false;    // rows_ok, and positions and block table are usable
+  int64_t token_begin = 0;
+  int num_tokens = 0;
+  int start_pos = 0;
+  int context = 0;  // start_pos + num_tokens: keys are positions [0, context)
+  const int32_t* block_table = nullptr;
+};
+
+// Reads seqs[s] and checks the fields that need no block-table access. Every thread of a
+// block may call it (the loads are broadcast).
+__device__ __forceinline__ SeqView ReadSeq(const AttentionSeq* seqs, int64_t s, int64_t tokens,
+                                           int64_t block_size) {
+  const AttentionSeq seq = seqs[s];
+  SeqView v;
+  v.rows_ok = seq.token_begin >= 0 && seq.num_tokens >= 0 && seq.num_tokens <= tokens &&
+              seq.token_begin <= tokens - seq.num_tokens;
+  if (!v.rows_ok) return v;
+  v.token_begin = seq.token_begin;
+  v.num_tokens = static_cast<int>(seq.num_tokens);  // <= tokens < 2^31
+  const bool positions_ok = seq.start_pos >= 0 &&
+                            seq.start_pos <= kMaxAttentionPosition - seq.num_tokens;
+  if (!positions_ok) return v;
+  v.start_pos = static_cast<int>(seq.start_pos);
+  v.context = v.start_pos + v.num_tokens;
+  // The last key's block must have an entry (positions before it are covered then too).
+  const bool table_ok = seq.num_tokens == 0 ||
+                        (seq.block_table != nullptr &&
+                         seq.num_blocks > (static_cast<int64_t>(v.context) - 1) / block_size);
+  if (!table_ok) return v;
+  v.block_table = seq.block_table;
+  v.valid = true;
+  return v;
+}
+
+// The first key any of the queries at positions [first_query, ...] can see.
+__device__ __forceinline__ int FirstVisibleKey(int first_query_pos, int64_t window) {
+  if (window <= 0 || window > first_query_pos) return 0;
+  return first_query_pos - static_cast<int>(window) + 1;
+}
+
+// Whether every block-table entry covering keys [first_key, last_key] names a block of the
+// cache. Collective: every thread of the block must call it with the same arguments; it
+// contains one __syncthreads_or.
+__device__ __forceinline__ bool BlockEntriesValid(const int32_t* table, int first_key,
+                                                  int last_key, int64_t block_size,
+                                                  int64_t cache_blocks) {
+  bool bad = false;
+  if (first_key <= last_key) {
+    const int64_t first = first_key / block_size, last = last_key / block_size;
+    for (int64_t i = first + threadIdx.x; i <= last; i += blockDim.x) {
+      const int32_t b = table[i];
+      bad = bad || b < 0 || b >= cache_blocks;
+    }
+  }
+  return __syncthreads_or(bad ? 1 : 0) == 0;
+}
+
+// Element offset of (key position `pos`, KV head `kv_head`) in a cache tensor
+// [num_blocks, block_size, kv_heads, head_dim]. The block-table entry must have been checked.
+__device__ __forceinline__ int64_t KeyOffset(const int32_t* table, int pos, int64_t block_size,
+                                             int64_t kv_heads, int64_t kv_head,
+                                             int64_t head_dim) {
+  const int64_t block = table[pos / block_size];
+  const int64_t slot = block * block_size + pos % block_size;
+  return (slot * kv_heads + kv_head) * head_dim;
+}
+
+// Eight bf16 (one 16-byte load) -> eight floats.
+__device__ __forceinline__ void Bf16x8ToF32(const uint4& raw, float* f) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);              // the lower address holds element 2i
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);  // element 2i + 1
+  }
+}
+
+}  // namespace tpserve::kernels::cuda::internal
