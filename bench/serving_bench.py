@@ -65,14 +65,16 @@ def main():
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--prompt_len", type=int, default=32)
     ap.add_argument("--new_tokens", type=int, default=32)
-    ap.add_argument("--model_dir", default="/tmp/tpserve-serving-bench-model")
+    ap.add_argument("--model_dir", default="/tmp/tpserve-serving-bench-model",
+                    help="made (random) unless it holds a checkpoint or a .gguf already")
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--vocab", type=int, default=4000)
     ap.add_argument("--only", default="", help="run only setups whose name contains this")
     args = ap.parse_args()
-    model = args.model_dir
-    if not os.path.exists(os.path.join(model, "model.safetensors")):
+    model = os.path.abspath(args.model_dir)
+    has_gguf = os.path.isdir(model) and any(f.endswith(".gguf") for f in os.listdir(model))
+    if not has_gguf and not os.path.exists(os.path.join(model, "model.safetensors")):
         make_model(model, layers=args.layers, hidden=args.hidden, vocab=args.vocab)
     levels = [int(c) for c in args.concurrency.split(",")]
     setups = [
