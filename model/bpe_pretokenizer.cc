@@ -280,12 +280,61 @@ size_t MatchAt(const std::vector<Cp>& cps, size_t i, size_t n) {
   return end - i - 1;
 }
 
+bool IsNewline(char32_t c) { return c == '\r' || c == '\n'; }
+
+// The same for the Llama 3 pattern (bpe_pretokenizer.h), alternative by alternative.
+size_t MatchAtLlama3(const std::vector<Cp>& cps, size_t i, size_t n) {
+  const char32_t c = cps[i].c;
+  // (?i:'s|'t|'re|'ve|'m|'ll|'d): ASCII case folding, plus U+017F (long s), which folds to s.
+  if (c == '\'' && i + 1 < n) {
+    auto lower = [](char32_t x) -> char32_t {
+      if (x >= 'A' && x <= 'Z') return x + 32;
+      return x == 0x17F ? U's' : x;
+    };
+    const char32_t a = lower(cps[i + 1].c);
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+    if (i + 2 < n) {
+      const char32_t b = lower(cps[i + 2].c);
+      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    }
+  }
+  auto run = [&](size_t from, bool (*cls)(char32_t)) {
+    size_t end = from;
+    while (end < n && cls(cps[end].c)) ++end;
+    return end;
+  };
+  // [^\r\n\p{L}\p{N}]?\p{L}+
+  if (IsL(c)) return run(i, &IsL) - i;
+  if (!IsNewline(c) && !IsN(c) && i + 1 < n && IsL(cps[i + 1].c)) return run(i + 1, &IsL) - i;
+  // \p{N}{1,3}
+  if (IsN(c)) return std::min<size_t>(3, run(i, &IsN) - i);
+  // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+  size_t start = n;
+  if (c == ' ' && i + 1 < n && IsP(cps[i + 1].c)) {
+    start = i + 1;
+  } else if (IsP(c)) {
+    start = i;
+  }
+  if (start < n) {
+    const size_t end = run(run(start, &IsP), [](char32_t x) { return IsNewline(x); });
+    return end - i;
+  }
+  // c is whitespace. \s*[\r\n]+: up to and including the run's last newline, if it has one.
+  const size_t end = run(i, &IsS);
+  for (size_t k = end; k > i; --k) {
+    if (IsNewline(cps[k - 1].c)) return k - i;
+  }
+  // \s+(?!\S), else \s+, as in the GPT-2 pattern.
+  if (end == n || end - i == 1) return end - i;
+  return end - i - 1;
+}
+
 void SplitSegment(std::string_view text, const std::vector<Cp>& cps, size_t from, size_t to,
-                  std::vector<std::string_view>& out) {
+                  std::vector<std::string_view>& out, bool llama3 = false) {
   auto offset = [&](size_t k) { return k < cps.size() ? cps[k].offset : text.size(); };
   size_t i = from;
   while (i < to) {
-    const size_t len = MatchAt(cps, i, to);
+    const size_t len = llama3 ? MatchAtLlama3(cps, i, to) : MatchAt(cps, i, to);
     out.push_back(text.substr(offset(i), offset(i + len) - offset(i)));
     i += len;
   }
@@ -346,6 +395,13 @@ std::vector<std::string_view> SplitGpt2(std::string_view text, DigitSplit digits
     i = seg = end;
   }
   SplitSegment(text, cps, seg, n, out);
+  return out;
+}
+
+std::vector<std::string_view> SplitLlama3(std::string_view text) {
+  std::vector<std::string_view> out;
+  const std::vector<Cp> cps = Decode(text);
+  SplitSegment(text, cps, 0, cps.size(), out, /*llama3=*/true);
   return out;
 }
 

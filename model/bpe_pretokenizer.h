@@ -1,4 +1,5 @@
-// GPT-2 pre-tokenizer for byte-level BPE, hand-written (layer: model; pure functions, thread-safe).
+// GPT-2 and Llama 3 pre-tokenizers for byte-level BPE, hand-written (layer: model; pure
+// functions, thread-safe).
 //
 // Implements the split Hugging Face's ByteLevel pre-tokenizer (use_regex = true) applies,
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -35,5 +36,13 @@ std::string ToValidUtf8(std::string_view text);
 // Splits `text` into consecutive non-empty pieces that concatenate back to `text`. The views
 // point into `text`.
 std::vector<std::string_view> SplitGpt2(std::string_view text, DigitSplit digits);
+
+// The same with the pattern of Llama 3 (tiktoken's cl100k family, HF Split + ByteLevel without
+// regex; llama.cpp's "llama-bpe"):
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+//   \s*[\r\n]+|\s+(?!\S)|\s+
+// (?i) folds ASCII letters and U+017F only (Unicode's other folds to s, t, r, v, m, l, d, e
+// are not letters that occur after an apostrophe in practice).
+std::vector<std::string_view> SplitLlama3(std::string_view text);
 
 }  // namespace tpserve::internal

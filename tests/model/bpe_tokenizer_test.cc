@@ -116,6 +116,25 @@ TEST(BpeTokenizerTest, DigitsPreTokenizerVariantsSplitAsHuggingFace) {
   EXPECT_FALSE(internal::IsUnicodeLetter(U'\u0301'));  // combining mark: not \p{L}
 }
 
+TEST(BpeTokenizerTest, Llama3PatternSplitsAsTheRegexModule) {
+  const auto j = nlohmann::json::parse(ReadFile(std::string(TPSERVE_TEST_DATA_DIR) +
+                                                "/llama3-split-golden.json"));
+  int checked = 0, mismatches = 0;
+  for (const auto& c : j.at("cases")) {
+    const std::string text = c.at("text").get<std::string>();
+    const auto want = c.at("pieces").get<std::vector<std::string>>();
+    std::vector<std::string> got;
+    for (std::string_view piece : internal::SplitLlama3(text)) got.emplace_back(piece);
+    ++checked;
+    if (got != want && ++mismatches <= 5) {
+      ADD_FAILURE() << Escaped(text) << "\n  regex: " << nlohmann::json(want).dump()
+                    << "\n  ours:  " << nlohmann::json(got).dump();
+    }
+  }
+  EXPECT_GE(checked, 1500);
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(BpeTokenizerTest, DecodeInvertsEncode) {
   auto tok = LoadOrDie(kDir + "/tokenizer.json");
   ASSERT_NE(tok, nullptr);
