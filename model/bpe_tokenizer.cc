@@ -88,9 +88,28 @@ bool IsGpt2ByteLevel(const json& p) {
          !p.value("add_prefix_space", false);
 }
 
+// Llama 3's tokenizer.json: Split(Regex kLlama3Pattern, Isolated) then ByteLevel without regex.
+constexpr const char* kLlama3Pattern =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+bool IsLlama3Split(const json& seq) {
+  if (!seq.is_array() || seq.size() != 2 || !seq[0].is_object() || !seq[1].is_object()) {
+    return false;
+  }
+  const json& split = seq[0];
+  const json& byte_level = seq[1];
+  return split.value("type", "") == "Split" && split.contains("pattern") &&
+         split["pattern"].is_object() && split["pattern"].value("Regex", "") == kLlama3Pattern &&
+         split.value("behavior", "") == "Isolated" && !split.value("invert", false) &&
+         byte_level.value("type", "") == "ByteLevel" && !byte_level.value("use_regex", true) &&
+         !byte_level.value("add_prefix_space", false);
+}
+
 absl::Status ParsePreTokenizer(const std::string& path, const json& p,
-                               internal::DigitSplit& digits) {
+                               internal::DigitSplit& digits, bool& llama3) {
   digits = internal::DigitSplit::kNone;
+  llama3 = false;
   if (IsGpt2ByteLevel(p)) return absl::OkStatus();
   if (p.is_object() && p.value("type", "") == "Sequence" && p.contains("pretokenizers")) {
     const json& seq = p["pretokenizers"];
@@ -98,6 +117,10 @@ absl::Status ParsePreTokenizer(const std::string& path, const json& p,
         seq[0].value("type", "") == "Digits" && IsGpt2ByteLevel(seq[1])) {
       digits = seq[0].value("individual_digits", false) ? internal::DigitSplit::kIndividual
                                                         : internal::DigitSplit::kRuns;
+      return absl::OkStatus();
+    }
+    if (IsLlama3Split(seq)) {
+      llama3 = true;
       return absl::OkStatus();
     }
   }
@@ -241,7 +264,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::LoadTokenizerJson(
     if (j.contains("normalizer") && !j["normalizer"].is_null()) {
       return Invalid(path, absl::StrCat("unsupported normalizer ", j["normalizer"].dump()));
     }
-    RETURN_IF_ERROR(ParsePreTokenizer(path, j.value("pre_tokenizer", json()), tok->digits_));
+    RETURN_IF_ERROR(ParsePreTokenizer(path, j.value("pre_tokenizer", json()), tok->digits_,
+                                      tok->llama3_split_));
     if (j.contains("decoder") && !j["decoder"].is_null() &&
         j["decoder"].value("type", "") != "ByteLevel") {
       return Invalid(path, absl::StrCat("unsupported decoder ", j["decoder"].dump()));
@@ -354,7 +378,9 @@ void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>& out
 }
 
 void BpeTokenizer::EncodeText(std::string_view text, std::vector<int32_t>& out) const {
-  for (std::string_view piece : internal::SplitGpt2(text, digits_)) EncodePiece(piece, out);
+  const std::vector<std::string_view> pieces =
+      llama3_split_ ? internal::SplitLlama3(text) : internal::SplitGpt2(text, digits_);
+  for (std::string_view piece : pieces) EncodePiece(piece, out);
 }
 
 std::vector<int32_t> BpeTokenizer::Encode(const std::string& text, bool add_bos) const {

@@ -12,9 +12,9 @@
 // Supported tokenizer.json subset (anything else is refused with InvalidArgument rather than
 // encoded differently from HF): model.type "BPE" without subword prefix/suffix, dropout or
 // ignore_merges; normalizer null; decoder ByteLevel or null; pre_tokenizer
-// ByteLevel(use_regex=true, add_prefix_space=false), alone or in a Sequence after Digits; added
-// tokens without lstrip/rstrip/single_word. (So Llama-3, whose Split pattern differs, is not
-// supported yet.) Unicode limits: see model/bpe_pretokenizer.h.
+// ByteLevel(use_regex=true, add_prefix_space=false), alone or in a Sequence after Digits, or
+// Llama 3's Sequence[Split(its Regex, Isolated), ByteLevel(use_regex=false)]; added tokens
+// without lstrip/rstrip/single_word. Unicode limits: see model/bpe_pretokenizer.h.
 // From GGUF (llama.cpp's tokenizer.ggml.model "gpt2"), the same steps: tokens of type control
 // (3) or user-defined (4) are the added tokens, as llama.cpp matches them with parse_special;
 // tokenizer.ggml.pre names the pre-tokenizer (see LoadFromGguf).
@@ -51,8 +51,9 @@ class BpeTokenizer final : public Tokenizer {
   // Loads the tokenizer of a GGUF file: tokenizer.ggml.model "gpt2", .tokens, .merges
   // ("left right"), .token_type (optional; default normal), .bos_token_id / .eos_token_id
   // (optional), .add_bos_token (optional, default false: Encode's prefix is [bos] when true),
-  // .pre: "gpt2", "default", "mpt", "olmo" (GPT-2 pattern) or "smollm", "starcoder", "refact",
-  // "codeshell" (each digit alone, then the GPT-2 pattern). InvalidArgument naming `source` and
+  // .pre: "gpt2", "default", "mpt", "olmo" (GPT-2 pattern), "smollm", "starcoder", "refact",
+  // "codeshell" (each digit alone, then the GPT-2 pattern) or "llama-bpe", "llama3", "llama-v3"
+  // (the Llama 3 pattern). InvalidArgument naming `source` and
   // the key for another tokenizer model or pre-tokenizer, missing or mistyped keys,
   // inconsistent merges and ids out of range.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadFromGguf(
@@ -112,6 +113,7 @@ class BpeTokenizer final : public Tokenizer {
   int32_t byte_ids_[256] = {};            // id of each single byte, or -1
   std::vector<int32_t> prefix_ids_;       // added by add_special_bos
   internal::DigitSplit digits_ = internal::DigitSplit::kNone;
+  bool llama3_split_ = false;  // the Llama 3 pattern instead of GPT-2's
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
 };

@@ -36,18 +36,26 @@ absl::StatusOr<int32_t> OptionalId(const GgufFile& file, std::string_view source
   return static_cast<int32_t>(*id);
 }
 
-absl::StatusOr<internal::DigitSplit> PreTokenizer(const GgufFile& file, std::string_view source) {
+struct PreTokenizerChoice {
+  internal::DigitSplit digits = internal::DigitSplit::kNone;
+  bool llama3 = false;
+};
+
+absl::StatusOr<PreTokenizerChoice> PreTokenizer(const GgufFile& file, std::string_view source) {
   const std::string key = "tokenizer.ggml.pre";
   const GgufValue* v = file.FindMetadata(key);
   // Files converted before llama.cpp recorded the pre-tokenizer mean the GPT-2 default.
-  if (v == nullptr) return internal::DigitSplit::kNone;
+  if (v == nullptr) return PreTokenizerChoice{};
   const std::string* pre = v->AsString();
   if (pre == nullptr) return Invalid(source, key, "not a string");
   for (const char* name : {"gpt2", "default", "mpt", "olmo"}) {
-    if (*pre == name) return internal::DigitSplit::kNone;
+    if (*pre == name) return PreTokenizerChoice{};
   }
   for (const char* name : {"smollm", "starcoder", "refact", "codeshell"}) {
-    if (*pre == name) return internal::DigitSplit::kIndividual;
+    if (*pre == name) return PreTokenizerChoice{internal::DigitSplit::kIndividual, false};
+  }
+  for (const char* name : {"llama-bpe", "llama3", "llama-v3"}) {
+    if (*pre == name) return PreTokenizerChoice{internal::DigitSplit::kNone, true};
   }
   return Invalid(source, key, absl::StrCat("unsupported pre-tokenizer \"", *pre, "\""));
 }
@@ -66,7 +74,9 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::LoadFromGguf(const G
                                 "tokenizer"));
   }
   auto tok = std::unique_ptr<BpeTokenizer>(new BpeTokenizer());
-  ASSIGN_OR_RETURN(tok->digits_, PreTokenizer(file, source));
+  ASSIGN_OR_RETURN(const PreTokenizerChoice pre, PreTokenizer(file, source));
+  tok->digits_ = pre.digits;
+  tok->llama3_split_ = pre.llama3;
   ASSIGN_OR_RETURN(const std::vector<GgufValue>* tokens,
                    StringArray(file, source, "tokenizer.ggml.tokens"));
   const std::vector<GgufValue>* types = nullptr;

@@ -84,6 +84,24 @@ GgufFile WithMetadata(GgufFile f, const std::string& key, GgufValue v) {
   return f;
 }
 
+TEST(BpeGgufTokenizerTest, LlamaBpePreTokenizerSplitsAsLlama3) {
+  // The same vocabulary with pre = "llama-bpe" must give HF's ids for Llama 3's pre_tokenizer
+  // (make_llama3_bpe_golden.py).
+  auto tok = BpeTokenizer::LoadFromGguf(
+      WithMetadata(TokenizerGguf(), "tokenizer.ggml.pre", GgufValue::String("llama-bpe")), "x");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const auto golden = nlohmann::json::parse(
+      ReadFile(std::string(TPSERVE_TEST_DATA_DIR) + "/llama3-pretok-golden.json"));
+  int mismatches = 0;
+  for (const auto& c : golden.at("cases")) {
+    if ((*tok)->Encode(c.at("text").get<std::string>(), false) !=
+        c.at("ids").get<std::vector<int32_t>>()) {
+      ++mismatches;
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(BpeGgufTokenizerTest, BadMetadataIsInvalidArgumentNamingTheKey) {
   const GgufFile good = TokenizerGguf();
   struct Bad {
@@ -94,7 +112,7 @@ TEST(BpeGgufTokenizerTest, BadMetadataIsInvalidArgumentNamingTheKey) {
   no_tokens.metadata.erase("tokenizer.ggml.tokens");
   std::vector<Bad> cases = {
       {WithMetadata(good, "tokenizer.ggml.model", GgufValue::String("llama")), "tokenizer.ggml.model"},
-      {WithMetadata(good, "tokenizer.ggml.pre", GgufValue::String("llama-bpe")), "llama-bpe"},
+      {WithMetadata(good, "tokenizer.ggml.pre", GgufValue::String("qwen2")), "qwen2"},
       {no_tokens, "tokenizer.ggml.tokens: missing"},
       {WithMetadata(good, "tokenizer.ggml.merges",
                     GgufValue::Array(GgufValue::Type::kString, {GgufValue::String("nospace")})),

@@ -135,6 +135,40 @@ TEST(BpeTokenizerTest, Llama3PatternSplitsAsTheRegexModule) {
   EXPECT_EQ(mismatches, 0);
 }
 
+TEST(BpeTokenizerTest, Llama3PreTokenizerInTokenizerJsonMatchesHuggingFace) {
+  // SmolLM2's vocabulary with Llama 3's pre_tokenizer (make_llama3_bpe_golden.py).
+  auto j = nlohmann::json::parse(ReadFile(kDir + "/tokenizer.json"));
+  const std::string pattern =
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+      "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Isolated"},
+         {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  auto tok = LoadOrDie(WriteTemp("llama3.json", j.dump()));
+  ASSERT_NE(tok, nullptr);
+  const auto golden = nlohmann::json::parse(
+      ReadFile(std::string(TPSERVE_TEST_DATA_DIR) + "/llama3-pretok-golden.json"));
+  int checked = 0, mismatches = 0;
+  for (const auto& c : golden.at("cases")) {
+    const std::string text = c.at("text").get<std::string>();
+    const auto want = c.at("ids").get<std::vector<int32_t>>();
+    ++checked;
+    if (tok->Encode(text, false) != want && ++mismatches <= 5) {
+      ADD_FAILURE() << Escaped(text) << "\n  HF:   " << Ids(want)
+                    << "\n  ours: " << Ids(tok->Encode(text, false));
+    }
+  }
+  EXPECT_GE(checked, 1500);
+  EXPECT_EQ(mismatches, 0);
+  // A pattern that differs by one character is refused, not approximated.
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pattern + "x";
+  auto other = BpeTokenizer::LoadTokenizerJson(WriteTemp("llama3x.json", j.dump()));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(BpeTokenizerTest, DecodeInvertsEncode) {
   auto tok = LoadOrDie(kDir + "/tokenizer.json");
   ASSERT_NE(tok, nullptr);
