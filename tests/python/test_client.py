@@ -37,6 +37,15 @@ def test_every_generate_field_reaches_server_exactly(client, server):
     assert received.HasField("seed") and received.seed == 2**64 - 1
 
 
+def test_messages_reach_server_as_chat_messages(client, server):
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi ✓"}]
+    client.generate(messages=turns, max_new_tokens=2)
+    (received,) = server.inference.requests
+    assert [(m.role, m.content) for m in received.messages] == [
+        ("system", "Be brief."), ("user", "hi ✓")]
+    assert received.prompt == "" and not received.prompt_token_ids
+
+
 def test_defaults_send_sdk_defaults_and_leave_seed_unset(client, server):
     client.generate("hi")
     (received,) = server.inference.requests
