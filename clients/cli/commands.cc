@@ -1,5 +1,6 @@
 #include "clients/cli/commands.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "clients/cli/batch_runner.h"
 #include "clients/cli/flags.h"
+#include "clients/cli/load_bench.h"
 #include "clients/cpp/client.h"
 #include "nlohmann/json.hpp"
 
@@ -389,6 +391,57 @@ int RunBatchCommand(const Flags& flags) {
   return kExitOk;
 }
 
+int RunBench(const Flags& flags) {
+  std::vector<int> levels;
+  for (absl::string_view part : absl::StrSplit(flags.String("concurrency", "1,4,16,64"), ',')) {
+    int c = 0;
+    if (!absl::SimpleAtoi(part, &c) || c < 1 || c > 4096) {
+      return BadUsage(absl::InvalidArgumentError("--concurrency: a comma-separated list of 1..4096"));
+    }
+    levels.push_back(c);
+  }
+  const int64_t requests = flags.Int("requests", 0);
+  const int64_t prompt_len = flags.Int("prompt_len", 32);
+  const int64_t new_tokens = flags.Int("new_tokens", 32);
+  if (requests < 0 || prompt_len < 1 || prompt_len > 100000 || new_tokens < 1 || new_tokens > 100000) {
+    return BadUsage(absl::InvalidArgumentError(
+        "--requests >= 0, --prompt_len and --new_tokens in [1, 100000]"));
+  }
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectFromFlags(flags);
+  if (!client.ok()) return BadUsage(client.status());
+  absl::StatusOr<client::ModelInfo> model = (*client)->GetModelInfo();
+  if (!model.ok()) return Fail(model.status());
+  Client* c = client->get();
+  const StreamFn stream = [c](const GenerateOptions& o,
+                              const std::function<bool(const client::StreamChunk&)>& on_chunk) {
+    return c->Stream(o, on_chunk);
+  };
+  LoadLevel level;
+  level.prompt_len = static_cast<int>(prompt_len);
+  level.vocab_size = model->vocab_size;
+  // Warm-up: first-touch of KV blocks, thread pools and channels stays out of the figures.
+  level.concurrency = 4;
+  level.requests = 8;
+  level.new_tokens = 4;
+  if (absl::StatusOr<LoadResult> warm = RunLoadLevel(level, stream); !warm.ok()) {
+    return Fail(warm.status());
+  }
+  level.new_tokens = static_cast<int>(new_tokens);
+  absl::PrintF("| concurrency | requests | TTFT median ms | ITL median ms | requests/s | output tokens/s |\n");
+  absl::PrintF("|---|---|---|---|---|---|\n");
+  for (int conc : levels) {
+    level.concurrency = conc;
+    level.requests = requests > 0 ? static_cast<int>(std::max<int64_t>(requests, conc))
+                                  : std::max(2 * conc, 8);
+    absl::StatusOr<LoadResult> r = RunLoadLevel(level, stream);
+    if (!r.ok()) return Fail(r.status());
+    absl::PrintF("| %d | %d | %.1f | %.1f | %.2f | %.1f |\n", r->concurrency, r->requests,
+                 r->ttft_ms, r->itl_ms, r->requests_per_s, r->output_tokens_per_s);
+    std::fflush(stdout);
+  }
+  return kExitOk;
+}
+
 std::vector<Command> Commands() {
   std::vector<FlagSpec> server = ServerFlags();
   auto with = [&server](std::vector<FlagSpec> more) {
@@ -425,6 +478,13 @@ std::vector<Command> Commands() {
        with({{"json", FlagKind::kBool, "print JSON"}}), RunStatus},
       {"model", "tpserve model [--json]", "describe the model being served",
        with({{"json", FlagKind::kBool, "print JSON"}}), RunModel},
+      {"bench", "tpserve bench [--concurrency 1,4,16,64] [--prompt_len 32] [--new_tokens 32]",
+       "serving load test: closed-loop streaming clients per concurrency level, a markdown table",
+       with({{"concurrency", FlagKind::kString, "comma-separated client counts (default 1,4,16,64)"},
+             {"requests", FlagKind::kInt, "requests per level (default max(2 x clients, 8))"},
+             {"prompt_len", FlagKind::kInt, "prompt tokens per request (default 32)"},
+             {"new_tokens", FlagKind::kInt, "greedy tokens per request, EOS ignored (default 32)"}}),
+       RunBench},
       {"batch", "tpserve batch --input PROMPTS.jsonl --output RESULTS.jsonl [flags]",
        "run a JSONL file of requests; resumable (rerun the same command after a crash)", batch,
        RunBatchCommand},

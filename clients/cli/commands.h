@@ -1,5 +1,5 @@
 // The `tpserve` command line (layer: clients): subcommand dispatch and the subcommands
-// generate, stream, tokenize, health, status, model and batch. Each parses its own flags
+// generate, stream, tokenize, health, status, model, batch and bench. Each parses its own flags
 // (flags.h) and talks to the cluster through the C++ SDK (clients/cpp/client.h).
 #pragma once
 

@@ -126,6 +126,16 @@ def test_chat_turns_from_message_and_system_flags_match_the_sdk(cluster):
     assert both.returncode == 2 and "--message" in both.stderr
 
 
+def test_bench_prints_one_row_per_concurrency_level(cluster):
+    out = tpserve("bench", "--server", cluster.api, "--concurrency", "1,3", "--requests", 6,
+                  "--prompt_len", 5, "--new_tokens", 3).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    assert [int(r[0]) for r in rows[1:]] == [1, 3]
+    assert all(int(r[1]) == 6 and float(r[5]) > 0 for r in rows[1:])
+    assert tpserve("bench", "--server", cluster.api, "--concurrency", "0",
+                   check=False).returncode == 2
+
+
 def test_errors_keep_the_server_code_and_usage_mistakes_exit_2(cluster):
     p = tpserve("generate", "--server", cluster.api, "--prompt", "hi", "--max_new_tokens", 100000,
                 check=False)
