@@ -14,6 +14,10 @@
 #include "kernels/cuda/launch.h"
 
 namespace tpserve::kernels::cuda {
+namespace internal {
+// sampling.cu (declared here rather than in launch.h, which this change does not touch).
+int LaunchSampleTokens(const SampleTokensParams& p, Stream stream);
+}  // namespace internal
 namespace {
 
 // A grid's x dimension holds at most 2^31 - 1 blocks (one per token); capping every size there
@@ -123,6 +127,7 @@ constexpr CudaOpInfo kRegistry[] = {
     {"Gemm", "bf16 x [tokens, cols] . bf16 w [rows, cols]^T -> bf16 or fp32 y (cuBLASLt)"},
     {"PagedPrefillAttention", "bf16 q, bf16 paged K/V cache -> bf16 out, ragged causal GQA"},
     {"PagedDecodeAttention", "bf16 q (1 token/seq), bf16 paged K/V -> bf16 out, split-K"},
+    {"SampleTokens", "fp32 logits [rows, vocab] -> int32 token, fp32 logprob, top-N per row"},
 };
 
 }  // namespace
@@ -250,6 +255,34 @@ absl::Status PagedDecodeAttention(const DecodeAttentionParams& params, Stream st
       p.max_context, p.attn.sliding_window, p.splits, p.workspace_bytes,
       internal::CurrentDeviceMultiprocessors());
   return LaunchStatus(kOp, internal::LaunchPagedDecodeAttention(p, splits, stream));
+}
+
+absl::Status SampleTokens(const SampleTokensParams& p, Stream stream) {
+  constexpr absl::string_view kOp = "cuda::SampleTokens";
+  RETURN_IF_ERROR(CheckTokens(kOp, p.rows));
+  RETURN_IF_ERROR(CheckSize(kOp, "vocab", p.vocab));
+  if (p.top_n < 0 || p.top_n > kMaxSampleTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kOp, ": top_n = ", p.top_n, " is outside [0, ", kMaxSampleTopLogprobs, "]"));
+  }
+  if (p.num_seen < 0 || p.num_seen > kMaxSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": num_seen = ", p.num_seen, " is outside [0, ", kMaxSize, "]"));
+  }
+  if (p.rows == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckPointer(kOp, "logits", p.logits));
+  RETURN_IF_ERROR(CheckPointer(kOp, "params", p.params));
+  RETURN_IF_ERROR(CheckPointer(kOp, "workspace", p.workspace));
+  RETURN_IF_ERROR(CheckPointer(kOp, "tokens", p.tokens));
+  if (p.num_seen > 0) {
+    RETURN_IF_ERROR(CheckPointer(kOp, "seen_offsets", p.seen_offsets));
+    RETURN_IF_ERROR(CheckPointer(kOp, "seen_ids", p.seen_ids));
+  }
+  if (p.top_n > 0) {
+    RETURN_IF_ERROR(CheckPointer(kOp, "top_ids", p.top_ids));
+    RETURN_IF_ERROR(CheckPointer(kOp, "top_logprobs", p.top_logprobs));
+  }
+  return LaunchStatus(kOp, internal::LaunchSampleTokens(p, stream));
 }
 
 int64_t DecodeAttentionWorkspaceBytes(int64_t num_seqs, int64_t q_heads, int64_t head_dim,

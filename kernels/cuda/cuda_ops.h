@@ -151,6 +151,29 @@ class GemmHandle {
 int64_t DecodeAttentionWorkspaceBytes(int64_t num_seqs, int64_t q_heads, int64_t head_dim,
                                       int64_t splits);
 
+// ------------------------------------- sampling ---------------------------------------------
+
+// Per row r of p.logits, what worker/sampler.cc computes on the CPU for the same inputs:
+// tokens[r] = SampleToken(logits[r] with the row's penalty over its seen ids, ...) and
+// token_logprobs[r] / top_ids[r] / top_logprobs[r] = ComputeLogprobs(raw logits[r],
+// tokens[r], top_n). One block per row: block reductions for max / sums / argmax, the top-k
+// and top-p cut-offs by a 31-step bisection over the probabilities' bit patterns (count and
+// fp64 mass of probabilities >= a threshold; no sort, any top_k), the inverse CDF by a block
+// prefix sum in fp64 in token-id order at u = SamplingPhiloxUniform(seed, position).
+// Equal to the CPU token except where the two sides' rounding differences (device expf is
+// within 2 ulp of the host's; fp64 sums in another order) move a probability across a
+// cut-off or u across a CDF step: rare for real logits, and the tests expect none.
+// NaN: greedy over a row whose (penalised) logit 0 is NaN gives 0, otherwise NaNs are
+// skipped; a sampled row with a NaN probability (a NaN or +inf logit, all logits -inf, a NaN
+// temperature) gives token vocab - 1 (the CPU sampler's result); logprobs of a row with a NaN
+// or +inf logit are all NaN (top ids then rank NaN last, ties by id, where the CPU's order is
+// unspecified). Cost: a few passes over the row, plus 31 when top-k or top-p is on.
+// Limits: vocab and rows in [1, 2^31 - 1] (rows 0: OK, nothing enqueued), top_n in
+// [0, kMaxSampleTopLogprobs = 20], num_seen in [0, 2^31 - 1], any top_k; InvalidArgument
+// otherwise or for a null pointer the call needs (seen lists only when num_seen > 0, top
+// outputs only when top_n > 0; token_logprobs may be null).
+[[nodiscard]] absl::Status SampleTokens(const SampleTokensParams& p, Stream stream);
+
 // The registry of the CUDA ops above: one entry per public op, in declaration order. The
 // backend-ops test checks that it has cases for every name here, so an op added to this
 // header and to the table (kernels/cuda/cuda_ops.cc) without a test case fails the test.

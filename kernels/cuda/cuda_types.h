@@ -191,4 +191,78 @@ constexpr int64_t kMaxDecodeSplits = 32;
 // Largest q_heads / kv_heads the decode kernel takes (its query heads share each K/V load).
 constexpr int64_t kMaxDecodeGroup = 16;
 
+// ---------------------------------------------------------------------------------------------
+// Token sampling (kernels/cuda/sampling.cu): worker/sampler.cc's SampleToken and
+// ComputeLogprobs for a batch of logit rows.
+
+// Most top logprobs per row SampleTokens returns.
+constexpr int64_t kMaxSampleTopLogprobs = 20;
+
+// One row's sampling parameters (the fields of common/step.h's SamplingParams plus the
+// position), in DEVICE memory. Values are used as the CPU sampler uses them, with no check:
+// temperature <= 0 (or top_k == 1) is greedy; top_k <= 0 or >= vocab is off; top_p is off
+// unless < 1; min_p is off unless > 0; repetition_penalty == 1 is off.
+struct SamplingRow {
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  int32_t top_k = 0;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  uint64_t seed = 0;
+  int64_t position = 0;  // Philox counter (the position of the token being sampled)
+};
+
+struct SampleTokensParams {
+  const float* logits = nullptr;       // [rows, vocab] fp32 row-major, raw (not modified)
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  const SamplingRow* params = nullptr;  // device [rows]
+  // Tokens seen by each row, for the repetition penalty, in CSR form: row r's ids are
+  // seen_ids[seen_offsets[r] .. seen_offsets[r + 1]). Both may be null when num_seen == 0.
+  // On the device, offsets are clamped to [0, num_seen] (a reversed range is empty) and ids
+  // outside [0, vocab) are ignored, as the CPU sampler ignores them.
+  const int32_t* seen_offsets = nullptr;  // device [rows + 1] int32
+  const int32_t* seen_ids = nullptr;      // device [num_seen] int32
+  int64_t num_seen = 0;
+  // Scratch of rows * vocab floats (penalised logits, then probabilities); must not overlap
+  // anything else. Its contents mean nothing to the caller.
+  float* workspace = nullptr;
+  int32_t* tokens = nullptr;           // [rows] int32: the sampled token of each row
+  float* token_logprobs = nullptr;     // [rows] fp32 or nullptr: log-softmax(raw)[token]
+  int64_t top_n = 0;                   // [0, kMaxSampleTopLogprobs]
+  // [rows, top_n] each (may be null when top_n == 0): the top_n best raw logits, best first,
+  // ties to the lower id, as log-softmax values; slots past vocab get id -1 and -inf.
+  int32_t* top_ids = nullptr;
+  float* top_logprobs = nullptr;
+};
+
+// The sampler's random number, the same formula as worker/sampler.cc's PhiloxUniform
+// (Philox4x32-10 of counter (lo, hi, 0, 0) under key (seed lo, seed hi), first word mapped to
+// [0, 1) with 24 bits). Host and device share this one definition, so a host test can check it
+// against the CPU sampler without a GPU.
+#if defined(__CUDACC__)
+#define TPSERVE_HOST_DEVICE __host__ __device__
+#else
+#define TPSERVE_HOST_DEVICE
+#endif
+inline TPSERVE_HOST_DEVICE float SamplingPhiloxUniform(uint64_t seed, uint64_t counter) {
+  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32);
+  uint32_t c2 = 0, c3 = 0;
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
+    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return static_cast<float>(c0 >> 8) * (1.0f / 16777216.0f);
+}
+#undef TPSERVE_HOST_DEVICE
+
 }  // namespace tpserve::kernels::cuda

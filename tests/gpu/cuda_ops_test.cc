@@ -49,6 +49,9 @@
 #include "tests/gpu/cuda_test_util.h"
 
 namespace tpserve::kernels::cuda {
+namespace gpu_test {
+size_t SampleTokensCaseCount();  // cuda_sampling_test.cc
+}  // namespace gpu_test
 namespace {
 
 using namespace gpu_test;  // NOLINT: the shared test helpers
@@ -462,6 +465,7 @@ std::map<std::string_view, size_t> TestedOps() {
       {"WriteKvCache", KvCases().size()},       {"Gemm", GemmCaseCount()},
       {"PagedPrefillAttention", PrefillAttentionCaseCount()},
       {"PagedDecodeAttention", DecodeAttentionCaseCount()},
+      {"SampleTokens", SampleTokensCaseCount()},
   };
 }
 
