@@ -416,9 +416,7 @@ std::vector<int32_t> BpeTokenizer::Encode(const std::string& text, bool add_bos)
 
 std::string BpeTokenizer::Decode(const std::vector<int32_t>& ids) const {
   std::string out;
-  for (int32_t id : ids) {
-    if (id >= 0 && id < vocab_size()) out += id_to_bytes_[id];
-  }
+  for (int32_t id : ids) out += TokenBytes(id);
   return out;
 }
 
@@ -435,7 +433,7 @@ class ByteStreamDecoder final : public internal::StreamDecoder {
       : tok_(&tok), pending_(std::move(pending)) {}
 
   std::string Push(int32_t token) override {
-    pending_ += tok_->Decode({token});
+    pending_ += tok_->TokenBytes(token);  // no allocation per streamed token
     const size_t keep = IncompleteTail(pending_);
     std::string out = internal::ToValidUtf8(std::string_view(pending_).substr(0, pending_.size() - keep));
     pending_.erase(0, pending_.size() - keep);

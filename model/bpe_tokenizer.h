@@ -73,6 +73,10 @@ class BpeTokenizer final : public Tokenizer {
   // == s for every valid UTF-8 s. The result is not valid UTF-8 when `ids` stops inside a
   // character (streaming callers must hold back such tails).
   std::string Decode(const std::vector<int32_t>& ids) const override;
+  // The bytes of one id ("" outside the vocabulary): Decode({id}) without building anything.
+  std::string_view TokenBytes(int32_t id) const {
+    return id >= 0 && id < vocab_size() ? std::string_view(id_to_bytes_[id]) : std::string_view();
+  }
 
   // One past the largest id of the vocabulary and the added tokens.
   int32_t vocab_size() const override { return static_cast<int32_t>(id_to_bytes_.size()); }

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,7 +16,7 @@
 namespace tpserve {
 namespace {
 
-uint64_t Fnv1a(uint64_t h, const std::string& bytes) {
+uint64_t Fnv1a(uint64_t h, std::string_view bytes) {
   for (unsigned char c : bytes) {
     h ^= c;
     h *= 1099511628211ull;
@@ -40,7 +41,7 @@ absl::StatusOr<std::string> ModelFingerprint(const std::string& model_dir) {
   if (gguf_path.has_value()) {
     // Metadata and tensor infos: everything before the data section.
     ASSIGN_OR_RETURN(std::unique_ptr<GgufModel> gguf, GgufModel::Open(*gguf_path));
-    h = Fnv1a(h, std::string(gguf->bytes().substr(0, gguf->file().data_offset)));
+    h = Fnv1a(h, gguf->bytes().substr(0, gguf->file().data_offset));
     return absl::StrFormat("%016x", h);
   }
   absl::StatusOr<std::string> config = ReadAll(model_dir + "/config.json", 1 << 20);
