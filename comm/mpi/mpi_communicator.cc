@@ -184,4 +184,35 @@ std::unique_ptr<Communicator> MpiRuntime::World() const {
   return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, /*owned=*/false);
 }
 
+absl::StatusOr<NodePlacement> NodeLocalPlacement() {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) {
+    return absl::FailedPreconditionError(
+        "NodeLocalPlacement: MPI is not initialised (create an MpiRuntime first)");
+  }
+  int world_rank = 0;
+  int rc = MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  if (rc != MPI_SUCCESS) return FromMpi(rc, "comm rank");
+  // Keyed by world rank, so local ranks keep the world's order on each node.
+  MPI_Comm node = MPI_COMM_NULL;
+  rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL,
+                           &node);
+  if (rc != MPI_SUCCESS) return FromMpi(rc, "comm split by node");
+  NodePlacement placement;
+  rc = MPI_Comm_rank(node, &placement.local_rank);
+  if (rc == MPI_SUCCESS) rc = MPI_Comm_size(node, &placement.local_size);
+  MPI_Comm_free(&node);
+  if (rc != MPI_SUCCESS) return FromMpi(rc, "node comm rank/size");
+  return placement;
+}
+
+absl::StatusOr<int> NodeLocalRank() {
+  absl::StatusOr<NodePlacement> placement = NodeLocalPlacement();
+  if (!placement.ok()) return placement.status();
+  return placement->local_rank;
+}
+
 }  // namespace tpserve

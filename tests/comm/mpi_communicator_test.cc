@@ -1,6 +1,7 @@
 // Runs under mpirun with 4 ranks: collectives, splits and status agreement on MPI.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "comm/mpi/mpi_communicator.h"
@@ -69,6 +70,23 @@ TEST(MpiCommunicatorTest, BroadcastBytesDeliversTheRootsBuffer) {
   if (g_world->rank() == 1) b = {1, 2, 3, 4, 5};
   ASSERT_TRUE(BroadcastBytes(*g_world, b, 1).ok());
   EXPECT_EQ(b, (std::vector<uint8_t>{1, 2, 3, 4, 5}));
+}
+
+// The ctest runs 4 ranks on this one machine: one node, so local ranks are the world ranks.
+TEST(MpiCommunicatorTest, NodeLocalPlacementNumbersTheRanksOfOneNodeInWorldOrder) {
+  absl::StatusOr<NodePlacement> placement = NodeLocalPlacement();
+  ASSERT_TRUE(placement.ok()) << placement.status();
+  EXPECT_EQ(placement->local_size, 4);
+  EXPECT_EQ(placement->local_rank, g_world->rank());
+  absl::StatusOr<int> local_rank = NodeLocalRank();
+  ASSERT_TRUE(local_rank.ok()) << local_rank.status();
+  EXPECT_EQ(*local_rank, g_world->rank());
+  // Every local rank appears once.
+  std::vector<int32_t> all(g_world->size());
+  const int32_t mine = placement->local_rank;
+  ASSERT_TRUE(g_world->AllGather(&mine, sizeof mine, all.data()).ok());
+  std::sort(all.begin(), all.end());
+  for (int r = 0; r < g_world->size(); ++r) EXPECT_EQ(all[r], r);
 }
 
 }  // namespace

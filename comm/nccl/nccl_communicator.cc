@@ -1,0 +1,270 @@
+// NCCL behind DeviceCommunicator. The communicator is non-blocking (config.blocking = 0) so
+// that no NCCL call can hold the host forever: the init, every call NCCL answers with
+// ncclInProgress and the final flush are polled with ncclCommGetAsyncError against a
+// deadline, and a communicator that failed or ran out of time is aborted (ncclCommAbort), not
+// destroyed. A failed communicator is aborted at once, so that peers blocked in a collective
+// with it see a remote error instead of waiting on it.
+#include "comm/nccl/nccl_communicator.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "comm/nccl/nccl_status.h"
+#include "common/status.h"
+
+namespace tpserve {
+namespace {
+
+// Pauses between polls: an init takes from tens of milliseconds to seconds; an enqueue that
+// NCCL leaves in progress is usually connecting to a peer on first use.
+constexpr absl::Duration kInitPoll = absl::Milliseconds(1);
+constexpr absl::Duration kEnqueuePoll = absl::Microseconds(20);
+
+// Polls `comm` until its state is no longer ncclInProgress or `deadline` has passed. Returns
+// that state (ncclInProgress when the deadline passed first), or the error of
+// ncclCommGetAsyncError itself.
+ncclResult_t WaitWhileInProgress(ncclComm_t comm, absl::Time deadline, absl::Duration pause) {
+  for (;;) {
+    ncclResult_t state = ncclInProgress;
+    const ncclResult_t rc = ncclCommGetAsyncError(comm, &state);
+    if (rc != ncclSuccess) return rc;
+    if (state != ncclInProgress) return state;
+    if (absl::Now() >= deadline) return ncclInProgress;
+    absl::SleepFor(pause);
+  }
+}
+
+cudaStream_t AsCudaStream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+class NcclCommunicator final : public DeviceCommunicator {
+ public:
+  NcclCommunicator(ncclComm_t comm, int rank, int size, int device, absl::Duration timeout)
+      : comm_(comm), rank_(rank), size_(size), device_(device), timeout_(timeout) {}
+
+  // Finalize flushes the outstanding work (waiting for peers where it must), then destroy only
+  // frees; a flush that fails or does not end in time is cut short by an abort.
+  ~NcclCommunicator() override {
+    if (comm_ == nullptr) return;
+    ncclResult_t rc = ncclCommFinalize(comm_);
+    if (rc == ncclSuccess || rc == ncclInProgress) {
+      rc = WaitWhileInProgress(comm_, absl::Now() + timeout_, kInitPoll);
+    }
+    if (rc == ncclSuccess) {
+      (void)ncclCommDestroy(comm_);
+    } else {
+      (void)ncclCommAbort(comm_);
+    }
+  }
+
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  absl::Status AllReduceSum(void* data, size_t count, DeviceDType dtype, void* stream) override {
+    if (data == nullptr && count > 0) return Invalid("all-reduce", "null data");
+    ncclDataType_t type = ncclFloat32;
+    switch (dtype) {
+      case DeviceDType::kBf16:
+        type = ncclBfloat16;
+        break;
+      case DeviceDType::kF32:
+        type = ncclFloat32;
+        break;
+      default:
+        return Invalid("all-reduce", absl::StrCat("unknown DeviceDType ", static_cast<int>(dtype)));
+    }
+    RETURN_IF_ERROR(Usable());
+    if (count == 0) return absl::OkStatus();
+    return Finish(ncclAllReduce(data, data, count, type, ncclSum, comm_, AsCudaStream(stream)),
+                  "all-reduce");
+  }
+
+  absl::Status AllGather(const void* send, size_t bytes, void* recv, void* stream) override {
+    if ((send == nullptr || recv == nullptr) && bytes > 0) {
+      return Invalid("all-gather", "null send or receive buffer");
+    }
+    RETURN_IF_ERROR(Usable());
+    if (bytes == 0) return absl::OkStatus();
+    return Finish(ncclAllGather(send, recv, bytes, ncclUint8, comm_, AsCudaStream(stream)),
+                  "all-gather");
+  }
+
+  absl::Status Send(const void* data, size_t bytes, int peer, void* stream) override {
+    RETURN_IF_ERROR(CheckPointToPoint("send", data, bytes, peer));
+    RETURN_IF_ERROR(Usable());
+    // Both sides skip an empty message alike (they pass the same size), so nothing is left
+    // unmatched.
+    if (bytes == 0) return absl::OkStatus();
+    return Finish(ncclSend(data, bytes, ncclUint8, peer, comm_, AsCudaStream(stream)), "send");
+  }
+
+  absl::Status Recv(void* data, size_t bytes, int peer, void* stream) override {
+    RETURN_IF_ERROR(CheckPointToPoint("recv", data, bytes, peer));
+    RETURN_IF_ERROR(Usable());
+    if (bytes == 0) return absl::OkStatus();
+    return Finish(ncclRecv(data, bytes, ncclUint8, peer, comm_, AsCudaStream(stream)), "recv");
+  }
+
+ private:
+  // " (rank 0 of 2, device 0)", for messages.
+  std::string Where() const {
+    return absl::StrCat(" (rank ", rank_, " of ", size_, ", device ", device_, ")");
+  }
+
+  absl::Status Invalid(absl::string_view what, absl::string_view why) const {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL ", what, Where(), ": ", why));
+  }
+
+  absl::Status CheckPointToPoint(absl::string_view what, const void* data, size_t bytes,
+                                 int peer) const {
+    if (data == nullptr && bytes > 0) return Invalid(what, "null buffer");
+    if (peer < 0 || peer >= size_) {
+      return Invalid(what, absl::StrCat("peer ", peer, " is not a rank of this group"));
+    }
+    if (peer == rank_) return Invalid(what, absl::StrCat("peer ", peer, " is this rank"));
+    return absl::OkStatus();
+  }
+
+  absl::Status Usable() const {
+    if (comm_ != nullptr) return absl::OkStatus();
+    return absl::UnavailableError(
+        absl::StrCat("NCCL communicator", Where(),
+                     " was aborted after an earlier failure: ", first_error_.message()));
+  }
+
+  // Completes a call that NCCL answered with `rc`: waits while NCCL reports it in progress
+  // (non-blocking communicators may return before the work is enqueued), then reports the
+  // communicator's state, which also carries asynchronous errors of earlier work.
+  absl::Status Finish(ncclResult_t rc, absl::string_view what) {
+    if (rc == ncclSuccess || rc == ncclInProgress) {
+      rc = WaitWhileInProgress(comm_, absl::Now() + timeout_, kEnqueuePoll);
+      if (rc == ncclInProgress) {
+        return Fail(absl::UnavailableError(absl::StrCat(
+            "NCCL ", what, Where(), " was not enqueued within ", absl::FormatDuration(timeout_),
+            " (a peer did not make the matching call?); the communicator was aborted")));
+      }
+    }
+    if (rc == ncclSuccess) return absl::OkStatus();
+    absl::Status status = NcclResultToStatus(rc, absl::StrCat("NCCL ", what, Where()));
+    // A rejected call had no effect and leaves the communicator usable.
+    if (rc == ncclInvalidArgument || rc == ncclInvalidUsage) return status;
+    return Fail(std::move(status));
+  }
+
+  absl::Status Fail(absl::Status status) {
+    first_error_ = status;
+    (void)ncclCommAbort(comm_);
+    comm_ = nullptr;
+    return status;
+  }
+
+  ncclComm_t comm_;  // null once aborted
+  const int rank_;
+  const int size_;
+  const int device_;
+  const absl::Duration timeout_;
+  absl::Status first_error_;  // why comm_ was aborted
+};
+
+// Starts the non-blocking init of this rank and waits for it until `timeout` has passed.
+// On success `*out` owns the communicator; on failure no communicator is left behind.
+absl::Status InitRank(const ncclUniqueId& id, int rank, int size, const std::string& who,
+                      absl::Duration timeout, ncclComm_t* out) {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t comm = nullptr;
+  const absl::Time deadline = absl::Now() + timeout;
+  ncclResult_t rc = ncclCommInitRankConfig(&comm, size, id, rank, &config);
+  if (rc != ncclSuccess && rc != ncclInProgress) {
+    // Refused before the background init started: NCCL has released the communicator.
+    return NcclResultToStatus(rc, absl::StrCat("NCCL init of ", who, " failed"));
+  }
+  if (comm == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("NCCL init of ", who, ": ncclCommInitRankConfig returned no communicator"));
+  }
+  rc = WaitWhileInProgress(comm, deadline, kInitPoll);
+  if (rc == ncclInProgress) {
+    (void)ncclCommAbort(comm);
+    return absl::DeadlineExceededError(absl::StrCat(
+        "NCCL init of ", who, " did not finish within ", absl::FormatDuration(timeout),
+        ": a rank of the group did not join (it failed or is stuck before its init, or the "
+        "network between the ranks is blocked); the communicator was aborted"));
+  }
+  if (rc != ncclSuccess) {
+    absl::Status status = NcclResultToStatus(rc, absl::StrCat("NCCL init of ", who, " failed"));
+    (void)ncclCommAbort(comm);
+    return status;
+  }
+  int nccl_rank = -1;
+  int nccl_size = -1;
+  if (ncclCommUserRank(comm, &nccl_rank) != ncclSuccess ||
+      ncclCommCount(comm, &nccl_size) != ncclSuccess || nccl_rank != rank || nccl_size != size) {
+    (void)ncclCommAbort(comm);
+    return absl::InternalError(
+        absl::StrCat("NCCL init of ", who, ": NCCL reports rank ", nccl_rank, " of ", nccl_size));
+  }
+  *out = comm;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool NcclAvailable() { return true; }
+
+absl::StatusOr<std::unique_ptr<DeviceCommunicator>> CreateNcclCommunicator(
+    Communicator& group, int device, absl::Duration init_timeout) {
+  const int rank = group.rank();
+  const int size = group.size();
+  const std::string who = absl::StrCat("rank ", rank, " of ", size, " on device ", device);
+
+  // 1. Local preparation. Its outcome is agreed before the NCCL init, so that a rank failing
+  //    here fails every rank at once instead of leaving the others waiting for it until the
+  //    deadline. Every rank takes part in the broadcast whatever happened locally.
+  absl::Status prep = absl::OkStatus();
+  if (device < 0) {
+    prep = absl::InvalidArgumentError(absl::StrCat("NCCL init of ", who, ": negative device"));
+  } else if (init_timeout <= absl::ZeroDuration()) {
+    prep = absl::InvalidArgumentError(absl::StrCat("NCCL init of ", who, ": the init timeout ",
+                                                   absl::FormatDuration(init_timeout),
+                                                   " is not positive"));
+  } else {
+    const cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();  // not sticky: keep it from resurfacing in a later call
+      prep = CudaResultToStatus(
+          err, absl::StrCat("NCCL init of ", who, ": cudaSetDevice(", device, ")"));
+    }
+  }
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof id);
+  if (rank == 0 && prep.ok()) {
+    prep = NcclResultToStatus(ncclGetUniqueId(&id),
+                              absl::StrCat("NCCL init of ", who, ": ncclGetUniqueId"));
+  }
+  RETURN_IF_ERROR(group.Broadcast(&id, sizeof id, /*root=*/0));
+  RETURN_IF_ERROR(AgreeOnStatus(group, prep));
+
+  // 2. The NCCL init proper, bounded by the deadline on every rank.
+  ncclComm_t comm = nullptr;
+  const absl::Status local = InitRank(id, rank, size, who, init_timeout, &comm);
+
+  // 3. One verdict for all: a rank whose init succeeded while another's failed drops its own.
+  const absl::Status agreed = AgreeOnStatus(group, local);
+  if (!agreed.ok()) {
+    if (comm != nullptr) (void)ncclCommAbort(comm);
+    return agreed;
+  }
+  return std::unique_ptr<DeviceCommunicator>(
+      new NcclCommunicator(comm, rank, size, device, init_timeout));
+}
+
+}  // namespace tpserve
