@@ -40,6 +40,8 @@ struct ReplicaInfo {
   int32_t kv_blocks = 0;
   int32_t kv_block_size = 16;
   std::string backend = "cpu";
+  uint64_t kv_cache_bytes = 0;  // leader rank's
+  uint64_t weight_bytes = 0;    // leader rank's
 };
 
 struct ReplicaSnapshot {

@@ -216,6 +216,8 @@ grpc::Status InferenceService::GetClusterStatus(grpc::ServerContext*, const v1::
     s->set_running_requests(r.running);
     s->set_queued_requests(r.queued);
     s->set_backend(r.info.backend);
+    s->set_kv_cache_bytes(r.info.kv_cache_bytes);
+    s->set_weight_bytes(r.info.weight_bytes);
   }
   out->set_queued_requests(cluster_.pending());
   return grpc::Status::OK;

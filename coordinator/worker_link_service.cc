@@ -79,7 +79,8 @@ grpc::Status WorkerLinkService::Connect(
   const v1::Register& reg = first.register_();
   ReplicaInfo info{reg.name(), reg.model_fingerprint(), static_cast<int32_t>(reg.tensor_parallel()),
                    static_cast<int32_t>(reg.pipeline_parallel()), static_cast<int32_t>(reg.kv_blocks()),
-                   static_cast<int32_t>(reg.kv_block_size()), reg.backend()};
+                   static_cast<int32_t>(reg.kv_block_size()), reg.backend(),
+                   reg.kv_cache_bytes(), reg.weight_bytes()};
   auto link = std::make_shared<StreamLink>(context, stream);
   v1::CoordinatorMessage reply;
   // Register before answering, so the reply is the first message the worker reads.

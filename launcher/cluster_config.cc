@@ -87,7 +87,8 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     const YAML::Node n = reps[i];
     const std::string where = absl::StrCat("replicas[", i, "]");
     if (absl::Status s = OnlyKeys(ctx, n, where,
-                                  {"name", "tensor_parallel", "pipeline_parallel", "backend", "hosts",
+                                  {"name", "tensor_parallel", "pipeline_parallel", "backend",
+                                   "gpu_memory_fraction", "cuda_graphs", "hosts",
                                    "layers_per_stage", "mpirun_args"});
         !s.ok()) {
       return s;
@@ -98,6 +99,8 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     if (absl::Status s = Read(ctx, n["tensor_parallel"], where + ".tensor_parallel", &r.tensor_parallel); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["pipeline_parallel"], where + ".pipeline_parallel", &r.pipeline_parallel); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["backend"], where + ".backend", &r.backend); !s.ok()) return s;
+    if (absl::Status s = Read(ctx, n["gpu_memory_fraction"], where + ".gpu_memory_fraction", &r.gpu_memory_fraction); !s.ok()) return s;
+    if (absl::Status s = Read(ctx, n["cuda_graphs"], where + ".cuda_graphs", &r.cuda_graphs); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["hosts"], where + ".hosts", &r.hosts); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["layers_per_stage"], where + ".layers_per_stage", &r.layers_per_stage); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["mpirun_args"], where + ".mpirun_args", &r.mpirun_args); !s.ok()) return s;
@@ -105,6 +108,10 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     if (absl::Status s = Positive(ctx, where + ".pipeline_parallel", r.pipeline_parallel); !s.ok()) return s;
     if (r.backend != "cpu" && r.backend != "cuda" && r.backend != "auto") {
       return ctx.Bad(where + ".backend", absl::StrCat("\"", r.backend, "\" is not cpu, cuda or auto"));
+    }
+    if (!(r.gpu_memory_fraction > 0.0 && r.gpu_memory_fraction <= 1.0)) {
+      return ctx.Bad(where + ".gpu_memory_fraction",
+                     absl::StrCat(r.gpu_memory_fraction, " is outside (0, 1]"));
     }
     if (!r.layers_per_stage.empty() &&
         static_cast<int>(r.layers_per_stage.size()) != r.pipeline_parallel) {

@@ -15,6 +15,8 @@ struct ReplicaConfig {
   int tensor_parallel = 1;
   int pipeline_parallel = 1;
   std::string backend = "cpu";              // cpu | cuda | auto
+  double gpu_memory_fraction = 0.9;         // cuda: share of each GPU for weights + KV cache
+  bool cuda_graphs = true;                  // cuda: replay decode steps from CUDA graphs
   std::vector<std::string> hosts;           // mpirun --host entries, e.g. "node1:4"; empty = local
   std::vector<int> layers_per_stage;        // empty = even split
   std::vector<std::string> mpirun_args;     // extra mpirun arguments

@@ -10,6 +10,9 @@
 #include "model/checkpoint.h"
 #include "model/gguf.h"
 #include "model/gguf_config.h"
+#include "comm/nccl/nccl_communicator.h"
+#include "worker/cpu_rank_compute.h"
+#include "worker/cuda/cuda_rank_compute.h"
 #include "worker/sampler.h"
 
 namespace tpserve {
@@ -57,47 +60,111 @@ absl::StatusOr<Loaded> LoadRank(const std::string& model_dir, const EngineOption
   return out;
 }
 
+// The backend every rank of the job uses: all ranks must agree, since CPU ranks reduce over
+// MPI and CUDA ranks over NCCL. "auto" is cuda only when every rank sees a GPU.
+absl::StatusOr<std::string> ChooseBackend(const std::string& asked, Communicator& world) {
+  if (asked == "cpu") return asked;
+  const int devices = CudaDeviceCount();
+  if (asked == "cuda") {
+    absl::Status local = absl::OkStatus();
+    if (devices == 0) {
+      local = absl::FailedPreconditionError(
+          "--backend cuda: no CUDA device is visible to this rank (or tpserve was built "
+          "without CUDA)");
+    }
+    RETURN_IF_ERROR(AgreeOnStatus(world, local));
+    return asked;
+  }
+  int32_t lacking = devices == 0 ? 1 : 0;
+  RETURN_IF_ERROR(world.AllReduceMax(&lacking, 1));
+  return std::string(lacking == 0 ? "cuda" : "cpu");
+}
+
+absl::StatusOr<std::unique_ptr<RankCompute>> CreateCompute(
+    const std::string& backend, Loaded& loaded, const EngineOptions& o, Communicator& tp_group,
+    std::unique_ptr<DeviceCommunicator>* device_group) {
+  if (backend == "cpu") {
+    return CreateCpuRankCompute(loaded.config, loaded.layout, std::move(loaded.weights),
+                                &tp_group);
+  }
+  const int devices = CudaDeviceCount();
+  if (o.cuda_device < 0 || o.cuda_device >= devices) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", o.cuda_device, " chosen for this rank, but ", devices,
+                     " are visible (one GPU per rank, by node-local rank)"));
+  }
+  if (loaded.layout.tp > 1) {
+    ASSIGN_OR_RETURN(*device_group, CreateNcclCommunicator(tp_group, o.cuda_device,
+                                                           absl::Seconds(o.nccl_timeout_s)));
+  }
+  CudaComputeOptions co;
+  co.device = o.cuda_device;
+  co.memory_fraction = o.gpu_memory_fraction;
+  co.graphs = o.cuda_graphs;
+  ASSIGN_OR_RETURN(std::unique_ptr<RankCompute> compute,
+                   CreateCudaRankCompute(loaded.config, loaded.layout, loaded.weights,
+                                         device_group->get(), co));
+  loaded.weights = ShardWeights();  // on the device now; free the host copy
+  return compute;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_dir,
                                                        const EngineOptions& o,
                                                        Communicator& world) {
+  // Options are the same on every rank, so every rank returns here alike.
+  if (o.backend != "cpu" && o.backend != "cuda" && o.backend != "auto") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend \"", o.backend, "\": expected cpu, cuda or auto"));
+  }
+  if (!(o.gpu_memory_fraction > 0.0 && o.gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu_memory_fraction ", o.gpu_memory_fraction, " is outside (0, 1]"));
+  }
   // Split first: it is collective, and every rank must reach it whatever fails later.
   const int tp = std::max(1, o.tp);
   ASSIGN_OR_RETURN(std::unique_ptr<Communicator> tp_group,
                    world.Split(world.rank() / tp, world.rank() % tp));
   absl::StatusOr<Loaded> loaded = LoadRank(model_dir, o, world.size(), world.rank());
   RETURN_IF_ERROR(AgreeOnStatus(world, loaded.status()));
+  ASSIGN_OR_RETURN(std::string backend, ChooseBackend(o.backend, world));
 
-  const ModelConfig& c = loaded->config;
-  const Layout& l = loaded->layout;
+  // Every rank of a TP group makes the same calls in the same order (the NCCL communicator
+  // is collective over it), so a failure on one rank is reported by all after this.
+  std::unique_ptr<DeviceCommunicator> device_group;
+  absl::StatusOr<std::unique_ptr<RankCompute>> compute =
+      CreateCompute(backend, *loaded, o, *tp_group, &device_group);
+  RETURN_IF_ERROR(AgreeOnStatus(world, compute.status()));
+
+  // One block pool per replica: every rank takes the smallest count any rank can hold.
   int64_t blocks = o.kv_num_blocks;
-  if (blocks <= 0) blocks = 4 * ((c.max_position_embeddings + o.kv_block_size - 1) / o.kv_block_size);
-  KvCache kv(l.num_layers(), blocks, o.kv_block_size, l.kv_heads(), c.head_dim);
+  absl::Status fit = absl::OkStatus();
+  if (blocks <= 0) {
+    absl::StatusOr<int64_t> local = (*compute)->KvBlocksThatFit(o.kv_block_size);
+    fit = local.status();
+    int32_t neg = local.ok() ? -static_cast<int32_t>(std::min<int64_t>(*local, INT32_MAX)) : 0;
+    RETURN_IF_ERROR(world.AllReduceMax(&neg, 1));
+    blocks = -static_cast<int64_t>(neg);
+  }
+  RETURN_IF_ERROR(AgreeOnStatus(world, fit));
+  RETURN_IF_ERROR(AgreeOnStatus(world, (*compute)->AllocateKvCache(blocks, o.kv_block_size)));
   return std::unique_ptr<Engine>(new Engine(std::move(loaded->config), std::move(loaded->layout),
-                                            std::move(loaded->weights), std::move(kv), world,
-                                            std::move(tp_group)));
+                                            o.kv_block_size, world, std::move(tp_group),
+                                            std::move(device_group), std::move(*compute)));
 }
 
-Engine::Engine(ModelConfig config, Layout layout, ShardWeights weights, KvCache kv,
-               Communicator& world, std::unique_ptr<Communicator> tp_group)
+Engine::Engine(ModelConfig config, Layout layout, int64_t kv_block_size, Communicator& world,
+               std::unique_ptr<Communicator> tp_group,
+               std::unique_ptr<DeviceCommunicator> device_group,
+               std::unique_ptr<RankCompute> compute)
     : config_(std::move(config)),
       layout_(std::move(layout)),
-      weights_(std::move(weights)),
-      kv_(std::move(kv)),
+      kv_block_size_(kv_block_size),
       world_(world),
-      tp_group_(std::move(tp_group)) {
-  const int64_t half = config_.head_dim / 2;
-  rope_cos_.resize(config_.max_position_embeddings * half);
-  rope_sin_.resize(config_.max_position_embeddings * half);
-  kernels::BuildRopeTable(config_.rope_theta, config_.head_dim, config_.max_position_embeddings,
-                          rope_cos_.data(), rope_sin_.data());
-  rope_ = {config_.max_position_embeddings, half, rope_cos_.data(), rope_sin_.data()};
-  const int group = config_.num_heads / config_.num_kv_heads;
-  for (int h = layout_.q_head_begin; h < layout_.q_head_end; ++h) {
-    kv_head_of_q_.push_back(h / group - layout_.kv_head_begin);
-  }
-}
+      tp_group_(std::move(tp_group)),
+      device_group_(std::move(device_group)),
+      compute_(std::move(compute)) {}
 
 absl::Status Engine::ValidatePlan(const StepPlan& plan) const {
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -117,14 +184,14 @@ absl::Status Engine::ValidatePlan(const StepPlan& plan) const {
       return bad("positions [", s.start_pos, ", ", end, ") outside the context of ",
                  config_.max_position_embeddings);
     }
-    const int64_t need = (end + kv_.block_size() - 1) / kv_.block_size();
+    const int64_t need = (end + kv_block_size_ - 1) / kv_block_size_;
     if (static_cast<int64_t>(s.block_table.size()) < need) {
       return bad("block_table has ", s.block_table.size(), " blocks, positions up to ", end,
                  " need ", need);
     }
     for (int32_t b : s.block_table) {
-      if (b < 0 || b >= kv_.num_blocks()) {
-        return bad("block id ", b, " outside the cache's ", kv_.num_blocks(), " blocks");
+      if (b < 0 || b >= compute_->kv_num_blocks()) {
+        return bad("block id ", b, " outside the cache's ", compute_->kv_num_blocks(), " blocks");
       }
     }
     const SamplingParams& p = s.sampling;
@@ -220,7 +287,9 @@ absl::Status Engine::Execute(const std::vector<uint8_t>& plan_bytes, const StepP
   positions_.clear();
   slots_.clear();
   attn_seqs_.clear();
-  const int64_t bs = kv_.block_size();
+  const int64_t bs = kv_block_size_;
+  StepRows rows;
+  rows.decode = !plan.seqs.empty();
   for (const SeqWork& s : plan.seqs) {
     kernels::AttentionSeq a;
     a.token_begin = static_cast<int64_t>(token_ids_.size());
@@ -229,6 +298,8 @@ absl::Status Engine::Execute(const std::vector<uint8_t>& plan_bytes, const StepP
     a.block_table = s.block_table.data();
     a.num_blocks = static_cast<int64_t>(s.block_table.size());
     attn_seqs_.push_back(a);
+    rows.max_context = std::max(rows.max_context, a.start_pos + a.num_tokens);
+    rows.decode = rows.decode && a.num_tokens == 1;
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       const int32_t pos = s.start_pos + static_cast<int32_t>(i);
       token_ids_.push_back(s.tokens[i]);
@@ -236,25 +307,18 @@ absl::Status Engine::Execute(const std::vector<uint8_t>& plan_bytes, const StepP
       slots_.push_back(static_cast<int64_t>(s.block_table[pos / bs]) * bs + pos % bs);
     }
   }
-  const int64_t tokens = static_cast<int64_t>(token_ids_.size());
+  rows.token_ids = token_ids_;
+  rows.positions = positions_;
+  rows.slots = slots_;
+  rows.seqs = attn_seqs_;
+  const int64_t tokens = rows.tokens();
   const int64_t h = config_.hidden_size;
-  x_.resize(tokens * h);
-  if (layout_.first_stage()) {
-    kernels::Embedding(token_ids_.data(), tokens, weights_.embedding.view, x_.data());
-  } else {
+  if (!layout_.first_stage()) {
+    x_.resize(tokens * h);
     RETURN_IF_ERROR(world_.Recv(x_.data(), x_.size() * sizeof(float),
                                 layout_.RankOf(layout_.stage - 1, layout_.tp_rank), kTagHidden));
   }
-
-  comm_status_ = absl::OkStatus();
-  for (int layer = 0; layer < layout_.num_layers(); ++layer) {
-    RunLayer(layer, tokens, layer == 0);
-    RETURN_IF_ERROR(comm_status_);
-  }
-  // The last layer's MLP output is still pending in r_.
-  if (layout_.num_layers() > 0) {
-    for (int64_t i = 0; i < tokens * h; ++i) x_[i] += r_[i];
-  }
+  RETURN_IF_ERROR(compute_->Forward(rows, x_.data(), next >= 0 ? &x_ : nullptr));
 
   if (next >= 0) {
     // Asynchronous, so this stage can take the next micro-batch while the next stage works;
@@ -267,127 +331,58 @@ absl::Status Engine::Execute(const std::vector<uint8_t>& plan_bytes, const StepP
   return ComputeLogits(plan, result);
 }
 
-void Engine::RunLayer(int layer, int64_t tokens, bool first_layer) {
-  const LayerWeights& w = weights_.layers[layer];
-  const int64_t h = config_.hidden_size, d = config_.head_dim;
-  const int64_t qh = layout_.q_heads(), kvh = layout_.kv_heads();
-  const float eps = config_.rms_norm_eps;
-  xn_.resize(tokens * h);
-  if (first_layer) {
-    kernels::RmsNorm(x_.data(), w.input_norm.data(), tokens, h, eps, xn_.data());
-  } else {
-    kernels::AddRmsNorm(x_.data(), r_.data(), w.input_norm.data(), tokens, h, eps, xn_.data());
-  }
-
-  // Attention: fused q|k|v projection, split per token into contiguous q, k, v.
-  const int64_t qkv_cols = (qh + 2 * kvh) * d;
-  qkv_.resize(tokens * qkv_cols);
-  kernels::MatMul(xn_.data(), tokens, w.qkv.view, qkv_.data());
-  q_.resize(tokens * qh * d);
-  k_.resize(tokens * kvh * d);
-  v_.resize(tokens * kvh * d);
-  for (int64_t t = 0; t < tokens; ++t) {
-    const float* row = qkv_.data() + t * qkv_cols;
-    std::memcpy(q_.data() + t * qh * d, row, qh * d * sizeof(float));
-    std::memcpy(k_.data() + t * kvh * d, row + qh * d, kvh * d * sizeof(float));
-    std::memcpy(v_.data() + t * kvh * d, row + (qh + kvh) * d, kvh * d * sizeof(float));
-  }
-  kernels::ApplyRope(q_.data(), tokens, qh, d, positions_.data(), rope_);
-  kernels::ApplyRope(k_.data(), tokens, kvh, d, positions_.data(), rope_);
-  const kernels::KvCacheView cache = kv_.View(layer);
-  kernels::WriteKvCache(k_.data(), v_.data(), tokens, slots_.data(), cache);
-
-  attn_.resize(tokens * qh * d);
-  kernels::AttentionParams ap;
-  ap.q = q_.data();
-  ap.out = attn_.data();
-  ap.q_heads = qh;
-  ap.kv_head_of_q = kv_head_of_q_.data();
-  ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
-  ap.sliding_window = config_.sliding_window;
-  ap.cache = cache;
-  ap.seqs = attn_seqs_.data();
-  ap.num_seqs = static_cast<int64_t>(attn_seqs_.size());
-  kernels::PagedAttention(ap);
-
-  r_.resize(tokens * h);
-  kernels::MatMul(attn_.data(), tokens, w.o.view, r_.data());
-  if (comm_status_.ok()) comm_status_ = tp_group_->AllReduceSum(r_.data(), r_.size());
-
-  // MLP: fused gate|up, SwiGLU, down; partial sums reduced over the TP group.
-  kernels::AddRmsNorm(x_.data(), r_.data(), w.post_norm.data(), tokens, h, eps, xn_.data());
-  const int64_t cols = layout_.mlp_end - layout_.mlp_begin;
-  gate_up_.resize(tokens * 2 * cols);
-  kernels::MatMul(xn_.data(), tokens, w.gate_up.view, gate_up_.data());
-  act_.resize(tokens * cols);
-  kernels::SwiGlu(gate_up_.data(), tokens, cols, act_.data());
-  kernels::MatMul(act_.data(), tokens, w.down.view, r_.data());
-  if (comm_status_.ok()) comm_status_ = tp_group_->AllReduceSum(r_.data(), r_.size());
-}
-
 absl::Status Engine::ComputeLogits(const StepPlan& plan, StepResult* result) {
-  const int64_t h = config_.hidden_size, vocab = config_.vocab_size;
-  // Rows that need logits: the last row of a sampled sequence, or every row when the
-  // sequence asks for prompt logprobs or raw logits.
-  std::vector<int64_t> rows;
+  const int64_t vocab = config_.vocab_size;
+  // Sequences that want prompt logprobs or raw logits need every row's logits on the host;
+  // the others only sample their last row, which the backend may do where the logits are.
+  std::vector<int64_t> logit_rows;
   std::vector<int64_t> first_row(plan.seqs.size(), -1);
+  std::vector<SampleRow> sample_rows;
+  std::vector<size_t> sample_seq;
+  seen_.resize(plan.seqs.size());
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const SeqWork& s = plan.seqs[i];
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     const int64_t begin = attn_seqs_[i].token_begin;
-    first_row[i] = static_cast<int64_t>(rows.size());
     if (s.return_logits || s.prompt_logprobs > 0) {
-      for (int64_t r = 0; r < n; ++r) rows.push_back(begin + r);
+      first_row[i] = static_cast<int64_t>(logit_rows.size());
+      for (int64_t r = 0; r < n; ++r) logit_rows.push_back(begin + r);
     } else if (s.sample) {
-      rows.push_back(begin + n - 1);
-    }
-  }
-  const int64_t nr = static_cast<int64_t>(rows.size());
-  head_in_.resize(nr * h);
-  for (int64_t r = 0; r < nr; ++r) {
-    std::memcpy(head_in_.data() + r * h, x_.data() + rows[r] * h, h * sizeof(float));
-  }
-  kernels::RmsNorm(head_in_.data(), weights_.final_norm.data(), nr, h, config_.rms_norm_eps,
-                   head_in_.data());
-  const int64_t local = layout_.vocab_end - layout_.vocab_begin;
-  std::vector<float>& logits = logits_;
-  if (layout_.tp == 1) {
-    logits.resize(nr * vocab);
-    kernels::MatMul(head_in_.data(), nr, weights_.lm_head.view, logits.data());
-  } else {
-    // Each tensor rank holds a vocab shard; shards are padded to one size for the gather.
-    const int64_t shard = layout_.vocab_shard;
-    shard_logits_.resize(nr * local);
-    kernels::MatMul(head_in_.data(), nr, weights_.lm_head.view, shard_logits_.data());
-    padded_.assign(nr * shard, 0.0f);
-    for (int64_t r = 0; r < nr; ++r) {
-      std::memcpy(padded_.data() + r * shard, shard_logits_.data() + r * local, local * sizeof(float));
-    }
-    gathered_.resize(layout_.tp * nr * shard);
-    RETURN_IF_ERROR(tp_group_->AllGather(padded_.data(), padded_.size() * sizeof(float), gathered_.data()));
-    logits.resize(nr * vocab);
-    for (int t = 0; t < layout_.tp; ++t) {
-      const int64_t begin = t * shard;
-      const int64_t count = std::min(shard, vocab - begin);
-      for (int64_t r = 0; r < nr && count > 0; ++r) {
-        std::memcpy(logits.data() + r * vocab + begin, gathered_.data() + (t * nr + r) * shard,
-                    count * sizeof(float));
+      SampleRow row;
+      row.row = begin + n - 1;
+      row.params = s.sampling;
+      row.position = s.start_pos + n;
+      row.top_logprobs = s.logprobs;
+      seen_[i].clear();
+      if (s.sampling.repetition_penalty != 1.0f) {
+        seen_[i] = s.history;
+        seen_[i].insert(seen_[i].end(), s.tokens.begin(), s.tokens.end());
       }
+      row.seen = seen_[i];
+      sample_rows.push_back(row);
+      sample_seq.push_back(i);
     }
   }
+  if (!logit_rows.empty()) RETURN_IF_ERROR(compute_->Logits(logit_rows, &logits_));
+  if (!sample_rows.empty()) RETURN_IF_ERROR(compute_->Sample(sample_rows, &sampled_));
   if (layout_.tp_rank != 0 || result == nullptr) return absl::OkStatus();
 
   result->step_id = plan.step_id;
   result->seqs.resize(plan.seqs.size());
+  for (size_t i = 0; i < plan.seqs.size(); ++i) result->seqs[i].seq_id = plan.seqs[i].seq_id;
+  for (size_t k = 0; k < sample_rows.size(); ++k) {
+    SeqResult& out = result->seqs[sample_seq[k]];
+    out.token = sampled_[k].token;
+    if (sample_rows[k].top_logprobs > 0) out.sampled = std::move(sampled_[k].logprob);
+  }
   std::vector<float>& scratch = sample_scratch_;
   scratch.resize(vocab);
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    if (first_row[i] < 0) continue;
     const SeqWork& s = plan.seqs[i];
     SeqResult& out = result->seqs[i];
-    out.seq_id = s.seq_id;
     const int64_t n = static_cast<int64_t>(s.tokens.size());
-    const bool all_rows = s.return_logits || s.prompt_logprobs > 0;
-    const float* seq_logits = logits.data() + first_row[i] * vocab;
+    const float* seq_logits = logits_.data() + first_row[i] * vocab;
     if (s.return_logits) out.logits.assign(seq_logits, seq_logits + n * vocab);
     if (s.prompt_logprobs > 0) {
       for (int64_t r = 0; r < n; ++r) {
@@ -398,7 +393,7 @@ absl::Status Engine::ComputeLogits(const StepPlan& plan, StepResult* result) {
       }
     }
     if (!s.sample) continue;
-    const float* last = seq_logits + (all_rows ? n - 1 : 0) * vocab;
+    const float* last = seq_logits + (n - 1) * vocab;
     std::copy(last, last + vocab, scratch.begin());
     std::vector<int32_t> seen;
     if (s.sampling.repetition_penalty != 1.0f) {

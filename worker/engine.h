@@ -3,7 +3,8 @@
 // other ranks call Serve, which executes steps until the leader shuts down. Data flow: the
 // leader broadcasts the plan in stage 0's TP group; stage s sends plan and hidden states to
 // stage s + 1 rank to rank; the last stage's tensor rank 0 samples and returns the result to
-// the leader. Not thread-safe: one thread drives an Engine.
+// the leader. The arithmetic of each rank is a RankCompute (worker/rank_compute.h) of the
+// chosen backend, CPU or CUDA. Not thread-safe: one thread drives an Engine.
 #pragma once
 
 #include <cstdint>
@@ -15,11 +16,11 @@
 
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
+#include "comm/device_communicator.h"
 #include "kernels/ops.h"
 #include "model/config.h"
-#include "worker/kv_cache.h"
 #include "worker/layout.h"
-#include "worker/shard_weights.h"
+#include "worker/rank_compute.h"
 #include "common/step.h"
 
 namespace tpserve {
@@ -29,7 +30,14 @@ struct EngineOptions {
   int pp = 1;
   std::vector<int> layers_per_stage;  // empty = even split
   int64_t kv_block_size = 16;         // tokens per KV block
-  int64_t kv_num_blocks = 0;          // 0 = room for 4 sequences of the full context
+  int64_t kv_num_blocks = 0;  // 0 = what the backend fits (RankCompute::KvBlocksThatFit)
+  // Compute backend: "cpu", "cuda" or "auto" (cuda when every rank sees a GPU). All ranks of
+  // the job use the same one.
+  std::string backend = "cpu";
+  int cuda_device = 0;               // this rank's GPU (main.cc: its node-local rank)
+  double gpu_memory_fraction = 0.9;  // share of the GPU for weights, scratch and KV cache
+  bool cuda_graphs = true;           // replay decode steps from captured CUDA graphs
+  int nccl_timeout_s = 60;           // NCCL communicator set-up limit
 };
 
 class Engine {
@@ -49,10 +57,11 @@ class Engine {
   bool is_leader() const { return layout_.rank == 0; }
   const Layout& layout() const { return layout_; }
   const ModelConfig& config() const { return config_; }
-  uint64_t weight_bytes() const { return weights_.bytes; }
-  int64_t kv_num_blocks() const { return kv_.num_blocks(); }
-  uint64_t kv_bytes() const { return kv_.bytes(); }
-  int64_t kv_block_size() const { return kv_.block_size(); }
+  std::string_view backend() const { return compute_->backend(); }
+  uint64_t weight_bytes() const { return compute_->weight_bytes(); }
+  int64_t kv_num_blocks() const { return compute_->kv_num_blocks(); }
+  uint64_t kv_bytes() const { return compute_->kv_bytes(); }
+  int64_t kv_block_size() const { return kv_block_size_; }
 
   // Leader only. Checks the plan (InvalidArgument naming the sequence and field; nothing runs)
   // and executes it on all ranks. Unavailable if a transfer between ranks fails.
@@ -72,33 +81,31 @@ class Engine {
   absl::Status Serve();
 
  private:
-  Engine(ModelConfig config, Layout layout, ShardWeights weights, KvCache kv, Communicator& world,
-         std::unique_ptr<Communicator> tp_group);
+  Engine(ModelConfig config, Layout layout, int64_t kv_block_size, Communicator& world,
+         std::unique_ptr<Communicator> tp_group, std::unique_ptr<DeviceCommunicator> device_group,
+         std::unique_ptr<RankCompute> compute);
 
   absl::Status ValidatePlan(const StepPlan& plan) const;
   // Runs one plan on this rank; fills `result` on the last stage's tensor rank 0.
   absl::Status Execute(const std::vector<uint8_t>& plan_bytes, const StepPlan& plan,
                        StepResult* result);
-  void RunLayer(int layer, int64_t tokens, bool first_layer);
   absl::Status ComputeLogits(const StepPlan& plan, StepResult* result);
 
   ModelConfig config_;
   Layout layout_;
-  ShardWeights weights_;
-  KvCache kv_;
+  int64_t kv_block_size_;
   Communicator& world_;
   std::unique_ptr<Communicator> tp_group_;
-  std::vector<float> rope_cos_, rope_sin_;
-  kernels::RopeTable rope_;
-  std::vector<int32_t> kv_head_of_q_;
+  std::unique_ptr<DeviceCommunicator> device_group_;  // NCCL over tp_group_ (CUDA, TP > 1)
+  std::unique_ptr<RankCompute> compute_;  // destroyed before the groups it uses
 
   // Per-step scratch, grown as needed and reused.
   std::vector<int32_t> token_ids_, positions_;
   std::vector<int64_t> slots_;
   std::vector<kernels::AttentionSeq> attn_seqs_;
-  std::vector<float> x_, xn_, qkv_, q_, k_, v_, attn_, r_, gate_up_, act_;
-  std::vector<float> head_in_, shard_logits_, padded_, gathered_, logits_, sample_scratch_;
-  absl::Status comm_status_;
+  std::vector<float> x_, logits_, sample_scratch_;
+  std::vector<std::vector<int32_t>> seen_;
+  std::vector<SampledToken> sampled_;
 
   // Leader: results of submitted plans not yet collected. With one stage they are complete at
   // submit time; otherwise they arrive from the last stage's tensor rank 0.

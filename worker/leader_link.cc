@@ -44,7 +44,9 @@ Session RunSession(Engine& engine, const LeaderLinkOptions& o, const std::atomic
   r->set_pipeline_parallel(engine.layout().pp);
   r->set_kv_blocks(static_cast<uint32_t>(engine.kv_num_blocks()));
   r->set_kv_block_size(static_cast<uint32_t>(engine.kv_block_size()));
-  r->set_backend(o.backend);
+  r->set_backend(std::string(engine.backend()));
+  r->set_kv_cache_bytes(engine.kv_bytes());
+  r->set_weight_bytes(engine.weight_bytes());
   v1::CoordinatorMessage reply;
   if (!write(reg) || !stream->Read(&reply)) return Session::kRetry;
   if (!reply.has_register_reply() || !reply.register_reply().accepted()) {

@@ -16,7 +16,6 @@ struct LeaderLinkOptions {
   std::string coordinator;   // host:port of the coordinator's worker link
   std::string name;          // replica name
   std::string fingerprint;   // model fingerprint (model/fingerprint.h)
-  std::string backend = "cpu";
 };
 
 // Serves until `stop` becomes true. Returns FailedPrecondition when the coordinator refuses

@@ -28,7 +28,13 @@ ABSL_FLAG(int, tp, 1, "tensor-parallel ranks per stage");
 ABSL_FLAG(int, pp, 1, "pipeline stages");
 ABSL_FLAG(std::string, layers_per_stage, "", "explicit layer counts per stage, e.g. 2,1,1");
 ABSL_FLAG(int, kv_block_size, 16, "tokens per KV block");
-ABSL_FLAG(int, kv_blocks, 0, "KV blocks per rank (0 = four full contexts)");
+ABSL_FLAG(int, kv_blocks, 0,
+          "KV blocks per rank (0 = what the backend fits: cpu four full contexts, cuda "
+          "--gpu_memory_fraction of the GPU after weights)");
+ABSL_FLAG(std::string, backend, "cpu", "compute backend: cpu, cuda or auto (cuda if every rank sees a GPU)");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9, "cuda: share of each GPU for weights, scratch and KV cache");
+ABSL_FLAG(bool, cuda_graphs, true, "cuda: replay decode steps from CUDA graphs");
+ABSL_FLAG(int, nccl_timeout_s, 60, "cuda: seconds allowed for NCCL communicator set-up");
 ABSL_FLAG(std::string, prompt_tokens, "", "comma-separated prompt token ids");
 ABSL_FLAG(int, prompt_len, 16, "random prompt length when --prompt_tokens is empty");
 ABSL_FLAG(int, batch, 1, "sequences generated together");
@@ -128,6 +134,17 @@ int Run(int argc, char** argv) {
   options.pp = absl::GetFlag(FLAGS_pp);
   options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
   options.kv_num_blocks = absl::GetFlag(FLAGS_kv_blocks);
+  options.backend = absl::GetFlag(FLAGS_backend);
+  options.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.nccl_timeout_s = absl::GetFlag(FLAGS_nccl_timeout_s);
+  // One GPU per rank: the rank's index among the ranks on its node.
+  absl::StatusOr<int> local_rank = NodeLocalRank();
+  if (!local_rank.ok()) {
+    LogError(local_rank.status().message());
+    return 1;
+  }
+  options.cuda_device = *local_rank;
   absl::StatusOr<std::vector<int>> lps = ParseInts(absl::GetFlag(FLAGS_layers_per_stage), "layers_per_stage");
   if (!lps.ok()) {
     LogError(lps.status().message());
@@ -145,8 +162,10 @@ int Run(int argc, char** argv) {
     LogError(absl::StrCat("cannot start: ", engine.status().ToString()));
     return 1;
   }
-  LogInfo(absl::StrCat((*engine)->layout().Describe(), ", ", (*engine)->weight_bytes() >> 20,
-                       " MiB of weights, ", (*engine)->kv_num_blocks(), " KV blocks"));
+  LogInfo(absl::StrCat((*engine)->layout().Describe(), ", backend ", std::string((*engine)->backend()), ", ",
+                       (*engine)->weight_bytes() >> 20, " MiB of weights, ",
+                       (*engine)->kv_num_blocks(), " KV blocks (",
+                       (*engine)->kv_bytes() >> 20, " MiB)"));
   if (!(*engine)->is_leader()) {
     absl::Status st = (*engine)->Serve();
     if (!st.ok()) {

@@ -306,7 +306,9 @@ int RunStatus(const Flags& flags) {
                           {"kv_blocks_free", r.kv_blocks_free},
                           {"kv_block_size", r.kv_block_size},
                           {"running_requests", r.running_requests},
-                          {"queued_requests", r.queued_requests}});
+                          {"queued_requests", r.queued_requests},
+                          {"kv_cache_bytes", r.kv_cache_bytes},
+                          {"weight_bytes", r.weight_bytes}});
     }
     Json j = {{"replicas", replicas}, {"queued_requests", status->queued_requests}};
     absl::PrintF("%s\n", Dump(j));

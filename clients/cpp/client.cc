@@ -270,6 +270,8 @@ absl::StatusOr<ClusterStatus> Client::GetClusterStatus() {
     replica.running_requests = r.running_requests();
     replica.queued_requests = r.queued_requests();
     replica.backend = r.backend();
+    replica.kv_cache_bytes = r.kv_cache_bytes();
+    replica.weight_bytes = r.weight_bytes();
     out.replicas.push_back(std::move(replica));
   }
   return out;

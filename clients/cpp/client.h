@@ -152,6 +152,8 @@ struct ReplicaStatus {
   uint32_t running_requests = 0;
   uint32_t queued_requests = 0;
   std::string backend;  // "cpu" or "cuda"
+  uint64_t kv_cache_bytes = 0;  // KV cache memory of the replica's leader rank
+  uint64_t weight_bytes = 0;    // weights held by the replica's leader rank
 };
 
 // The replicas of a cluster and its queue.

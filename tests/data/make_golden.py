@@ -5,7 +5,9 @@ Hugging Face transformers (torch, CPU, float64, eager attention) is the referenc
 by hand when the set of cases changes; its outputs are committed so CI needs no torch:
 
     python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch transformers safetensors
-    /tmp/ref/bin/python tests/data/make_golden.py tests/data
+    /tmp/ref/bin/python tests/data/make_golden.py tests/data [MODEL ...]
+
+(naming models remakes only those folders).
 
 Each model folder gets config.json, weights, golden.json (prompts, HF greedy continuations
 and their top-1 margins) and golden_logits.safetensors (tensor "seqN": logits [len, vocab]
@@ -37,7 +39,7 @@ def scaled_init(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
 
 
-def make(out_dir, model, store_dtype, seed, shards):
+def make_model(out_dir, model, store_dtype, seed, shards):
     os.makedirs(out_dir, exist_ok=True)
     scaled_init(model, seed)
     # Round the parameters to the stored dtype so the reference sees exactly the values the
@@ -109,6 +111,12 @@ def make(out_dir, model, store_dtype, seed, shards):
 
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+    only = set(sys.argv[2:])
+
+    def make(out_dir, *args):
+        if not only or os.path.basename(out_dir) in only:
+            make_model(out_dir, *args)
+
     torch.manual_seed(0)
     # Mistral: sliding window shorter than the longest prompt, explicit head_dim that differs
     # from hidden/heads, fp32 weights, one file.
@@ -125,6 +133,14 @@ def main():
         rms_norm_eps=1e-6, rope_theta=500000.0, tie_word_embeddings=True,
         bos_token_id=1, eos_token_id=2, attn_implementation="eager")
     make(os.path.join(root, "tiny-llama"), LlamaForCausalLM(llama), torch.bfloat16, 23, 2)
+    # Mistral in the shapes the CUDA kernels take (head_dim 64, GQA 4), bf16 weights, window
+    # 24 shorter than the longest sequence: the model of the CUDA-vs-reference tests.
+    hd64 = MistralConfig(
+        vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+        num_attention_heads=8, num_key_value_heads=2, head_dim=64, max_position_embeddings=256,
+        rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=24, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2, attn_implementation="eager")
+    make(os.path.join(root, "tiny-mistral-hd64"), MistralForCausalLM(hd64), torch.bfloat16, 31, 1)
 
 
 if __name__ == "__main__":

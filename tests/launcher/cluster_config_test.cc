@@ -44,6 +44,11 @@ TEST(ClusterConfigTest, BadConfigsNameTheKeyAtFault) {
             std::string::npos);
   EXPECT_NE(ErrorOf("model: m\nreplicas: [{pipeline_parallel: 0}]").find("must be >= 1"), std::string::npos);
   EXPECT_NE(ErrorOf("model: m\nreplicas: [{backend: tpu}]").find("not cpu, cuda or auto"), std::string::npos);
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{gpu_memory_fraction: 1.5}]")
+                .find("replicas[0].gpu_memory_fraction: 1.5 is outside (0, 1]"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{cuda_graphs: sometimes}]").find("replicas[0].cuda_graphs: has the wrong type"),
+            std::string::npos);
   EXPECT_NE(ErrorOf("model: m\nreplicas: [{name: a}, {name: a}]").find("used twice"), std::string::npos);
   EXPECT_NE(ErrorOf("model: m\nreplicas: [{pipeline_parallel: 2, layers_per_stage: [4]}]").find("1 entries"),
             std::string::npos);

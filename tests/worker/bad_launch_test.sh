@@ -81,6 +81,14 @@ expect config_not_json 2 "$d" "config.json" --pp 2
 expect tp_not_dividing_heads 3 "$good" "does not divide the 4 query heads" --tp 3
 expect wrong_rank_count 3 "$good" "the job has 3 ranks" --tp 2 --pp 2
 expect bad_layer_list 2 "$good" "sums to 5" --pp 2 --layers_per_stage 3,2
+expect unknown_backend 2 "$good" "expected cpu, cuda or auto" --backend tpu --tp 2
+expect bad_memory_fraction 2 "$good" "gpu_memory_fraction 1.5 is outside" --backend cuda --gpu_memory_fraction 1.5 --pp 2
+if nvidia-smi -L >/dev/null 2>&1; then
+  # tiny-mistral has head_dim 24, which the CUDA attention kernels do not take.
+  expect cuda_head_dim 2 "$good" "head_dim" --backend cuda --pp 2
+else
+  expect cuda_without_gpu 2 "$good" "no CUDA device is visible" --backend cuda --tp 2
+fi
 
 echo "$passes passed, $failures failed"
 [ "$failures" -eq 0 ]

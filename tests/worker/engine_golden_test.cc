@@ -18,6 +18,7 @@
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine.h"
+#include "worker/cuda/cuda_rank_compute.h"
 #include "worker/local_generate.h"
 
 namespace tpserve {
@@ -360,6 +361,7 @@ int main(int argc, char** argv) {
     if (key == "--tolerance") tpserve::g_tolerance = std::stod(value);
     if (key == "--min_margin") tpserve::g_min_margin = std::stod(value);
     if (key == "--block_size") options.kv_block_size = std::stoi(value);
+    if (key == "--backend") options.backend = value;
     if (key == "--layers_per_stage") {
       for (absl::string_view p : absl::StrSplit(value, ',')) {
         int n = 0;
@@ -370,6 +372,14 @@ int main(int argc, char** argv) {
   auto mpi = tpserve::MpiRuntime::Create(&argc, &argv);
   if (!mpi.ok()) return 2;
   std::unique_ptr<tpserve::Communicator> world = (*mpi)->World();
+  absl::StatusOr<int> local_rank = tpserve::NodeLocalRank();
+  if (!local_rank.ok()) return 2;
+  options.cuda_device = *local_rank;
+  if (options.backend == "cuda" && tpserve::CudaDeviceCount() <= *local_rank) {
+    // Every rank of one node sees the same devices, so all ranks skip together.
+    std::fprintf(stderr, "rank %d: no CUDA device %d visible: skipped\n", world->rank(), *local_rank);
+    return 77;
+  }
   auto engine = tpserve::Engine::Create(tpserve::g_model, options, *world);
   if (!engine.ok()) {
     std::fprintf(stderr, "engine: %s\n", engine.status().ToString().c_str());

@@ -75,7 +75,8 @@ def cluster_status(s: pb.ClusterStatus) -> ClusterStatus:
         tensor_parallel=r.tensor_parallel, pipeline_parallel=r.pipeline_parallel,
         kv_blocks_total=r.kv_blocks_total, kv_blocks_free=r.kv_blocks_free,
         kv_block_size=r.kv_block_size, running_requests=r.running_requests,
-        queued_requests=r.queued_requests, backend=r.backend) for r in s.replicas]
+        queued_requests=r.queued_requests, backend=r.backend,
+        kv_cache_bytes=r.kv_cache_bytes, weight_bytes=r.weight_bytes) for r in s.replicas]
     return ClusterStatus(replicas=replicas, queued_requests=s.queued_requests)
 
 

@@ -101,6 +101,8 @@ class ReplicaStatus:
     running_requests: int
     queued_requests: int
     backend: str            # "cpu" or "cuda"
+    kv_cache_bytes: int = 0  # KV cache memory of the replica's leader rank
+    weight_bytes: int = 0    # weights held by the replica's leader rank
 
 
 @dataclass(frozen=True)
