@@ -80,22 +80,25 @@ absl::StatusOr<std::string> ChooseBackend(const std::string& asked, Communicator
   return std::string(lacking == 0 ? "cuda" : "cpu");
 }
 
-absl::StatusOr<std::unique_ptr<RankCompute>> CreateCompute(
-    const std::string& backend, Loaded& loaded, const EngineOptions& o, Communicator& tp_group,
-    std::unique_ptr<DeviceCommunicator>* device_group) {
-  if (backend == "cpu") {
-    return CreateCpuRankCompute(loaded.config, loaded.layout, std::move(loaded.weights),
-                                &tp_group);
-  }
+// The CUDA device this rank uses; every rank must check before any of them enters the
+// collective NCCL set-up, or the others would wait there for it.
+absl::Status CheckCudaDevice(const EngineOptions& o) {
   const int devices = CudaDeviceCount();
   if (o.cuda_device < 0 || o.cuda_device >= devices) {
     return absl::FailedPreconditionError(
         absl::StrCat("CUDA device ", o.cuda_device, " chosen for this rank, but ", devices,
                      " are visible (one GPU per rank, by node-local rank)"));
   }
-  if (loaded.layout.tp > 1) {
-    ASSIGN_OR_RETURN(*device_group, CreateNcclCommunicator(tp_group, o.cuda_device,
-                                                           absl::Seconds(o.nccl_timeout_s)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<RankCompute>> CreateCompute(const std::string& backend,
+                                                           Loaded& loaded, const EngineOptions& o,
+                                                           Communicator& tp_group,
+                                                           DeviceCommunicator* device_group) {
+  if (backend == "cpu") {
+    return CreateCpuRankCompute(loaded.config, loaded.layout, std::move(loaded.weights),
+                                &tp_group);
   }
   CudaComputeOptions co;
   co.device = o.cuda_device;
@@ -103,7 +106,7 @@ absl::StatusOr<std::unique_ptr<RankCompute>> CreateCompute(
   co.graphs = o.cuda_graphs;
   ASSIGN_OR_RETURN(std::unique_ptr<RankCompute> compute,
                    CreateCudaRankCompute(loaded.config, loaded.layout, loaded.weights,
-                                         device_group->get(), co));
+                                         device_group, co));
   loaded.weights = ShardWeights();  // on the device now; free the host copy
   return compute;
 }
@@ -130,11 +133,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
   RETURN_IF_ERROR(AgreeOnStatus(world, loaded.status()));
   ASSIGN_OR_RETURN(std::string backend, ChooseBackend(o.backend, world));
 
-  // Every rank of a TP group makes the same calls in the same order (the NCCL communicator
-  // is collective over it), so a failure on one rank is reported by all after this.
   std::unique_ptr<DeviceCommunicator> device_group;
+  if (backend == "cuda") {
+    RETURN_IF_ERROR(AgreeOnStatus(world, CheckCudaDevice(o)));
+    if (tp > 1) {
+      // Collective over each TP group (one verdict per group), then over the job.
+      absl::StatusOr<std::unique_ptr<DeviceCommunicator>> nccl =
+          CreateNcclCommunicator(*tp_group, o.cuda_device, absl::Seconds(o.nccl_timeout_s));
+      RETURN_IF_ERROR(AgreeOnStatus(world, nccl.status()));
+      device_group = std::move(*nccl);
+    }
+  }
   absl::StatusOr<std::unique_ptr<RankCompute>> compute =
-      CreateCompute(backend, *loaded, o, *tp_group, &device_group);
+      CreateCompute(backend, *loaded, o, *tp_group, device_group.get());
   RETURN_IF_ERROR(AgreeOnStatus(world, compute.status()));
 
   // One block pool per replica: every rank takes the smallest count any rank can hold.

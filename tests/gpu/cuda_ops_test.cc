@@ -23,6 +23,7 @@
 // Without a CUDA device (or driver) main() runs only parts 2 and 3 and exits with code 77,
 // which ctest reports as "skipped" (tests/gpu/CMakeLists.txt: SKIP_RETURN_CODE 77).
 #include "kernels/cuda/cuda_ops.h"
+#include "tests/gpu/gpu_test_main.h"
 
 #include <gtest/gtest.h>
 
@@ -570,34 +571,13 @@ TEST(CudaHostChecks, BadArgumentsAreInvalidArgumentAndZeroTokensIsANoOp) {
 }  // namespace
 }  // namespace tpserve::kernels::cuda
 
-// Without a CUDA device only the registry and host checks run, and the exit code 77 makes
-// ctest report the test as skipped rather than passed.
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
   const int devices = tpserve::kernels::cuda::CudaDeviceCount();
-#ifdef GTEST_FLAG_GET
-  const bool listing = GTEST_FLAG_GET(list_tests);
-#else
-  const bool listing = ::testing::GTEST_FLAG(list_tests);
-#endif
-  if (devices == 0 && !listing) {
-    std::printf(
-        "cuda_ops_test: no CUDA device or driver: the GPU cases are SKIPPED; running only the "
-        "registry and host-side checks.\n");
-#ifdef GTEST_FLAG_SET
-    GTEST_FLAG_SET(filter, "CudaOpRegistry.*:CudaHostChecks.*");
-#else
-    ::testing::GTEST_FLAG(filter) = "CudaOpRegistry.*:CudaHostChecks.*";
-#endif
-    const int rc = RUN_ALL_TESTS();
-    if (rc != 0) return rc;
-    std::printf("cuda_ops_test: SKIPPED (no CUDA device); registry and host checks passed.\n");
-    return 77;
-  }
   for (int d = 0; d < devices; ++d) {
     const absl::StatusOr<std::string> desc = tpserve::kernels::cuda::CudaDeviceDescription(d);
     std::printf("cuda_ops_test: device %d: %s\n", d,
                 desc.ok() ? desc->c_str() : std::string(desc.status().message()).c_str());
   }
-  return RUN_ALL_TESTS();
+  return tpserve::testing::RunGpuTests(argc, argv, "cuda_ops_test", devices,
+                                       "CudaOpRegistry.*:CudaHostChecks.*");
 }

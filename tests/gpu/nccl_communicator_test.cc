@@ -12,6 +12,7 @@
 // skipped (tests/gpu/CMakeLists.txt: SKIP_RETURN_CODE 77). The multi-rank path (2 ranks over
 // MPI) is tests/comm/nccl_mpi_test.cc.
 #include "comm/nccl/nccl_communicator.h"
+#include "tests/gpu/gpu_test_main.h"
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -330,32 +331,13 @@ TEST(NcclGpuTimeout, InitWithAnAbsentPeerEndsInDeadlineExceededNotAHang) {
 }  // namespace
 }  // namespace tpserve
 
-// Without a CUDA device only the host checks run, and the exit code 77 makes ctest report the
-// test as skipped rather than passed.
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
   const int devices = tpserve::kernels::cuda::CudaDeviceCount();
-#ifdef GTEST_FLAG_GET
-  const bool listing = GTEST_FLAG_GET(list_tests);
-#else
-  const bool listing = ::testing::GTEST_FLAG(list_tests);
-#endif
-  if (devices == 0 && !listing) {
-    std::printf(
-        "nccl_communicator_test: no CUDA device or driver: the GPU cases are SKIPPED; running "
-        "only the host-side checks.\n");
-#ifdef GTEST_FLAG_SET
-    GTEST_FLAG_SET(filter, "NcclHostChecks.*");
-#else
-    ::testing::GTEST_FLAG(filter) = "NcclHostChecks.*";
-#endif
-    const int rc = RUN_ALL_TESTS();
-    if (rc != 0) return rc;
-    std::printf("nccl_communicator_test: SKIPPED (no CUDA device); host checks passed.\n");
-    return 77;
+  if (devices > 0) {
+    const absl::StatusOr<std::string> desc = tpserve::kernels::cuda::CudaDeviceDescription(0);
+    std::printf("nccl_communicator_test: device 0 of %d: %s\n", devices,
+                desc.ok() ? desc->c_str() : std::string(desc.status().message()).c_str());
   }
-  const absl::StatusOr<std::string> desc = tpserve::kernels::cuda::CudaDeviceDescription(0);
-  std::printf("nccl_communicator_test: device 0 of %d: %s\n", devices,
-              desc.ok() ? desc->c_str() : std::string(desc.status().message()).c_str());
-  return RUN_ALL_TESTS();
+  return tpserve::testing::RunGpuTests(argc, argv, "nccl_communicator_test", devices,
+                                       "NcclHostChecks.*");
 }

@@ -28,6 +28,7 @@
 // errors of order 1.
 // Without a CUDA device only the HostOnly cases run and the test exits 77 (ctest: skipped).
 #include "worker/cuda/cuda_rank_compute.h"
+#include "tests/gpu/gpu_test_main.h"
 
 #include <gtest/gtest.h>
 
@@ -669,27 +670,7 @@ TEST(HostOnly, RejectsTensorParallelismWithoutADeviceCommunicator) {
 }  // namespace
 }  // namespace tpserve
 
-// Without a CUDA device only the HostOnly cases run, and the exit code 77 makes ctest report
-// the test as skipped rather than passed.
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-#ifdef GTEST_FLAG_GET
-  const bool listing = GTEST_FLAG_GET(list_tests);
-#else
-  const bool listing = ::testing::GTEST_FLAG(list_tests);
-#endif
-  if (tpserve::CudaDeviceCount() == 0 && !listing) {
-    std::printf("rank_compute_test: no CUDA device or driver: running only the host-side "
-                "checks (HostOnly.*).\n");
-#ifdef GTEST_FLAG_SET
-    GTEST_FLAG_SET(filter, "HostOnly.*");
-#else
-    ::testing::GTEST_FLAG(filter) = "HostOnly.*";
-#endif
-    const int rc = RUN_ALL_TESTS();
-    if (rc != 0) return rc;
-    std::printf("rank_compute_test: SKIPPED (no CUDA device); host-side checks passed.\n");
-    return 77;
-  }
-  return RUN_ALL_TESTS();
+  return tpserve::testing::RunGpuTests(argc, argv, "rank_compute_test",
+                                       tpserve::CudaDeviceCount(), "HostOnly.*");
 }
