@@ -1,56 +1,89 @@
-// Full-size GPU benchmark: the Mistral-11B-AirOmniMix decoder (48 layers, hidden 4096, 32/8
-// heads of 128, SwiGLU 14336, vocab 32000, bf16) on one GPU with random weights made on the
-// device (no files), chained as the CUDA decoder will chain the ops of kernels/cuda/cuda_ops.h:
-//   Embedding -> per layer: AddRmsNorm, qkv GEMM, RoPE (q and k in the fused row),
-//   WriteKvCache, attention, o GEMM, AddRmsNorm (+ residual), gate_up GEMM, SwiGlu,
-//   down GEMM -> final AddRmsNorm -> logits GEMM (fp32).
-// Measured, in this order, with CUDA events after warm-up (median of the repetitions):
+// Full-size GPU benchmark of the worker's real GPU path: CudaRankCompute
+// (worker/cuda/cuda_rank_compute.h) running the Mistral-11B-AirOmniMix architecture (48
+// layers, hidden 4096, 32/8 heads of 128, SwiGLU 14336, vocab 32000, 4096 positions, sliding
+// window 4096, bf16) on one GPU as one rank (tp = pp = 1), with random weights made on the
+// host (random_weights.h: 10.7 B parameters, 21.5 GB, on every core) and uploaded by
+// CreateCudaRankCompute as a checkpoint's would be. Measured, in this order:
 //  1. device copy bandwidth: cudaMemcpyAsync device to device of 2 GiB, counting bytes read
-//     plus bytes written (the memory roofline);
+//     plus bytes written (the memory roofline), CUDA events, median of 7;
 //  2. bf16 GEMM rate: cuBLASLt 8192 x 8192 x 8192 through kernels::cuda::GemmHandle on random
-//     data (the compute roofline);
-//  3. decode steps at batch 1, 8, 64 and 256, every sequence at position 512 (512 keys in the
-//     cache plus the new one): ms/step and tokens/s, beside max(bytes / bandwidth,
-//     FLOPs / GEMM rate) with bytes = every weight read once + the K/V rows read (activations
-//     left out); with --graphs also each step captured into a CUDA graph and replayed, and the
-//     replay's logits compared bit for bit with the eager step's;
-//  4. prefill of one 512- and one 2048-token prompt (logits for the last token only):
-//     tokens/s beside FLOPs / GEMM rate (matmuls plus causal attention);
-//  5. per-op time of one instrumented step (an event after every op) for decode batch 1 and
-//     64 and the 2048-token prefill;
-//  6. device memory used.
-// Usage: tpserve_gpu_bench [--graphs] [--layers=N] [--no-breakdown] [--tiny]
-//   --tiny: a small model (hidden 256, 4/2 heads of 64, 2 layers) and small copy and GEMM
-//   sizes: a smoke test of the benchmark itself, not a measurement.
-// Prints markdown tables; exits 1 on any CUDA or op error, or when a step's logits are not
-// finite.
+//     data (the compute roofline), CUDA events, median of 10;
+//  3. CudaRankCompute with CUDA graphs (the default) and the KV cache the worker would take:
+//     KvBlocksThatFit(16) at memory_fraction 0.9, all of it allocated. Steps timed as the
+//     Engine sees them (step_timing.h): std::chrono around Forward + Sample (greedy) of each
+//     sequence's last row, after warm-up (which captures the decode graphs), median of the
+//     repetitions: decode at batch 1, 8, 64 and 256 with every sequence at position 512 (512
+//     cached keys, zeros, plus the new one; each sequence on its own shuffled blocks), and
+//     prefill of one 512- and one 2048-token prompt. After each: logits of the sampled rows
+//     all finite, the graph counters show replays;
+//  4. a second CudaRankCompute with graphs off (the first is destroyed first; the weights are
+//     uploaded again: the compute has no switch for graphs): decode at batch 1 and 64, whose
+//     greedy tokens must equal the graph run's (a decode step computes the same bits either
+//     way, see cuda_rank_compute.cc);
+//  5. per-op device time of one step (an event after every op) for decode batch 1 and 64 and
+//     the 2048-token prefill, through this file's Runner, which chains kernels/cuda's ops as
+//     CudaRankCompute::EnqueueStep does (same shapes, same decode split choice), on weights
+//     filled on the device: where the time of a step goes. Runner is the only copy of the
+//     chain here, kept for this breakdown alone;
+//  6. device memory of the compute: weights, KV cache, the rest.
+// The table puts every step beside its roofline, max(bytes / copy bandwidth, FLOPs / GEMM
+// rate) with bytes = every matmul weight once + the K/V rows read (activations left out), and
+// marks the goals: batch-1 decode >= 85% of that roofline, batch-64 decode >= 7,000 tokens/s,
+// prefill >= 60% of the measured GEMM rate.
+// Usage: tpserve_gpu_bench [--tiny] [--layers=N] [--no-breakdown]
+//   --layers=N: N decoder layers instead of 48 (quicker; no goals are marked);
+//   --tiny: a small model (hidden 256, 4/2 heads of 64, SwiGLU 512, vocab 1000, 2 layers),
+//   small copy and GEMM sizes and a KV cache of just the blocks the steps use: a smoke test of
+//   the benchmark itself, not a measurement.
+// Expected run time on an H200: ~20-40 s (host fill ~2-5 s, two uploads of 21.5 GB ~3-8 s
+// each, the steps a few seconds).
+// Prints progress lines, then markdown tables. Exits 1 on any CUDA, op or compute error, on
+// non-finite logits, on missing graph replays or on graph / eager tokens that differ (after
+// printing what was measured); a goal NOT MET is a result, not an error.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <map>
+#include <memory>
+#include <numeric>
 #include <random>
+#include <span>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "bench/gpu/fill.h"
+#include "bench/gpu/random_weights.h"
+#include "bench/gpu/step_timing.h"
+#include "common/dtype.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/ops.h"
+#include "model/config.h"
+#include "worker/cuda/cuda_rank_compute.h"
+#include "worker/layout.h"
 
 namespace tpserve::bench::gpu {
 namespace {
 
 namespace kc = tpserve::kernels::cuda;
 
+constexpr int64_t kBlockSize = 16;
+constexpr int64_t kDecodePosition = 512;  // cached keys per sequence in the decode steps
+
 // ---------------------------------- errors ----------------------------------
 void Die(const std::string& what) {
   std::fprintf(stderr, "tpserve_gpu_bench: %s\n", what.c_str());
+  std::fflush(stdout);
   std::exit(1);
 }
 void Check(const absl::Status& s, const char* what) {
@@ -65,54 +98,93 @@ T Take(absl::StatusOr<T> v, const char* what) {
   return std::move(v).value();
 }
 
-// ---------------------------------- model ----------------------------------
-struct Arch {
-  int64_t layers = 48, hidden = 4096, q_heads = 32, kv_heads = 8, head_dim = 128;
-  int64_t inter = 14336, vocab = 32000, block_size = 16, max_pos = 4096;
-  float eps = 1e-5f;
-  int64_t qkv_rows() const { return (q_heads + 2 * kv_heads) * head_dim; }
-  // Elements of the matrices one decode step reads (every layer's four plus lm_head).
-  int64_t layer_matmul_params() const {
-    return qkv_rows() * hidden + hidden * q_heads * head_dim + 2 * inter * hidden +
-           hidden * inter;
-  }
-  int64_t matmul_params() const { return layers * layer_matmul_params() + vocab * hidden; }
-};
+// Seconds since the program started, for the progress lines.
+double Elapsed() {
+  static const auto start = std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+template <typename... Args>
+void Progress(const absl::FormatSpec<Args...>& format, const Args&... args) {
+  std::printf("[%6.1f s] %s\n", Elapsed(), absl::StrFormat(format, args...).c_str());
+  std::fflush(stdout);
+}
 
-struct LayerWeights {
+// ---------------------------------- model ----------------------------------
+ModelConfig BenchConfig(bool tiny, int layers) {
+  ModelConfig c;
+  c.architecture = Architecture::kMistral;
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_layers = 48;
+  c.num_heads = 32;
+  c.num_kv_heads = 8;
+  c.head_dim = 128;
+  c.rms_norm_eps = 1e-5f;
+  c.rope_theta = 1e6;
+  c.sliding_window = 4096;
+  c.max_position_embeddings = 4096;
+  c.vocab_size = 32000;
+  c.torch_dtype = DType::kBF16;
+  if (tiny) {
+    c.hidden_size = 256;
+    c.intermediate_size = 512;
+    c.num_layers = 2;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 64;
+    c.vocab_size = 1000;
+  }
+  if (layers > 0) c.num_layers = layers;
+  return c;
+}
+
+// The sizes Runner works with, from the one ModelConfig.
+struct Arch {
+  int64_t layers, hidden, q_heads, kv_heads, head_dim, inter, vocab, max_pos, window;
+  float eps;
+  double rope_theta;
+  int64_t qkv_rows() const { return (q_heads + 2 * kv_heads) * head_dim; }
+};
+Arch ArchOf(const ModelConfig& c) {
+  return {c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
+          c.intermediate_size, c.vocab_size, c.max_position_embeddings, c.sliding_window,
+          c.rms_norm_eps, c.rope_theta};
+}
+
+struct DeviceLayer {
   const uint16_t *qkv, *o, *gate_up, *down, *norm1, *norm2;
 };
 
-struct Model {
+struct DeviceModel {
   kc::DeviceBuffer buffer;
-  std::vector<LayerWeights> layers;
+  std::vector<DeviceLayer> layers;
   const uint16_t *embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
 };
 
-// Carves every weight out of one allocation and fills it with random bf16 on the device
-// (matrices uniform with scale sqrt(3 / cols), i.e. unit-variance outputs).
-Model MakeModel(const Arch& a, cudaStream_t stream) {
+// Runner's weights: one allocation filled with random bf16 on the device (matrices uniform
+// with scale sqrt(3 / cols), norms uniform in +-1.25: any finite values do for timing).
+DeviceModel MakeDeviceModel(const Arch& a, cudaStream_t stream) {
   struct Piece {
     const uint16_t** dst;
     int64_t elems;
     float scale;
   };
-  Model m;
+  DeviceModel m;
   m.layers.resize(a.layers);
   std::vector<Piece> pieces;
   auto mat = [&](const uint16_t** dst, int64_t rows, int64_t cols) {
     pieces.push_back({dst, rows * cols, std::sqrt(3.0f / static_cast<float>(cols))});
   };
   mat(&m.embed, a.vocab, a.hidden);
-  for (LayerWeights& l : m.layers) {
+  for (DeviceLayer& l : m.layers) {
     mat(&l.qkv, a.qkv_rows(), a.hidden);
     mat(&l.o, a.hidden, a.q_heads * a.head_dim);
     mat(&l.gate_up, 2 * a.inter, a.hidden);
     mat(&l.down, a.hidden, a.inter);
-    pieces.push_back({&l.norm1, a.hidden, -1.0f});
-    pieces.push_back({&l.norm2, a.hidden, -1.0f});
+    pieces.push_back({&l.norm1, a.hidden, 1.25f});
+    pieces.push_back({&l.norm2, a.hidden, 1.25f});
   }
-  pieces.push_back({&m.final_norm, a.hidden, -1.0f});
+  pieces.push_back({&m.final_norm, a.hidden, 1.25f});
   mat(&m.lm_head, a.vocab, a.hidden);
   int64_t total = 0;
   for (const Piece& p : pieces) total += (p.elems + 127) / 128 * 128;  // 256-byte aligned
@@ -121,17 +193,15 @@ Model MakeModel(const Arch& a, cudaStream_t stream) {
   uint64_t seed = 1;
   for (const Piece& p : pieces) {
     *p.dst = next;
-    // Norm weights (scale < 0 above): uniform(-1.25, 1.25); any finite values do for timing.
-    const float scale = p.scale > 0 ? p.scale : 1.25f;
     CheckCuda(static_cast<cudaError_t>(
-                  FillRandomBf16(next, static_cast<size_t>(p.elems), seed++, scale, stream)),
+                  FillRandomBf16(next, static_cast<size_t>(p.elems), seed++, p.scale, stream)),
               "fill weights");
     next += (p.elems + 127) / 128 * 128;
   }
   return m;
 }
 
-// ---------------------------------- run state ----------------------------------
+// ---------------------------------- per-op breakdown ----------------------------------
 // One batch shape: its sequences, tokens and the host-side metadata, uploaded.
 struct Batch {
   std::string name;
@@ -140,15 +210,21 @@ struct Batch {
   int64_t logits_rows = 0;                        // decode: every row; prefill: the last
 };
 
+// The decoder chain of CudaRankCompute::EnqueueStep, op by op, with an event after each.
 class Runner {
  public:
-  Runner(const Arch& a, cudaStream_t stream, kc::GemmHandle* gemm, const Model* model)
+  Runner(const Arch& a, cudaStream_t stream, kc::GemmHandle* gemm, const DeviceModel* model)
       : a_(a), stream_(stream), gemm_(gemm), model_(model) {}
+  ~Runner() {
+    for (cudaEvent_t e : event_pool_) (void)cudaEventDestroy(e);
+  }
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
 
   // Allocates the KV cache for `max_blocks` blocks per layer and scratch for `max_tokens`.
   void Allocate(int64_t max_blocks, int64_t max_tokens, int64_t max_seqs) {
     max_blocks_ = max_blocks;
-    const int64_t per_cache = max_blocks * a_.block_size * a_.kv_heads * a_.head_dim;
+    const int64_t per_cache = max_blocks * kBlockSize * a_.kv_heads * a_.head_dim;
     kv_ = Take(kc::DeviceBuffer::Allocate(per_cache * 2 * 2 * a_.layers), "KV cache");
     for (int64_t i = 0; i < per_cache * 2 * a_.layers; i += int64_t{1} << 30) {
       const int64_t n = std::min<int64_t>(int64_t{1} << 30, per_cache * 2 * a_.layers - i);
@@ -179,7 +255,7 @@ class Runner {
                                                          kc::kMaxDecodeSplits);
     workspace_ = alloc(workspace_bytes_, "decode workspace");
     std::vector<float> cos(a_.max_pos * a_.head_dim / 2), sin(cos.size());
-    kernels::BuildRopeTable(10000.0, a_.head_dim, a_.max_pos, cos.data(), sin.data());
+    kernels::BuildRopeTable(a_.rope_theta, a_.head_dim, a_.max_pos, cos.data(), sin.data());
     cos_ = alloc(cos.size() * 4, "rope cos");
     sin_ = alloc(sin.size() * 4, "rope sin");
     Check(cos_.CopyFromHost(cos.data(), cos.size() * 4), "upload rope cos");
@@ -191,7 +267,7 @@ class Runner {
     CheckCuda(cudaStreamSynchronize(stream_), "sync before upload");
     batch_ = b;
     std::mt19937 rng(42);
-    const int64_t blocks_per_seq = (b.context + a_.block_size - 1) / a_.block_size;
+    const int64_t blocks_per_seq = (b.context + kBlockSize - 1) / kBlockSize;
     if (blocks_per_seq * b.num_seqs > max_blocks_) Die("KV cache too small for " + b.name);
     std::vector<int32_t> table(max_blocks_);
     for (int64_t i = 0; i < max_blocks_; ++i) table[i] = static_cast<int32_t>(i);
@@ -209,8 +285,8 @@ class Runner {
         const int64_t t = s * new_per_seq + i, pos = start + i;
         ids[t] = pick(rng);
         positions[t] = static_cast<int32_t>(pos);
-        slots[t] = int64_t{table[s * blocks_per_seq + pos / a_.block_size]} * a_.block_size +
-                   pos % a_.block_size;
+        slots[t] = int64_t{table[s * blocks_per_seq + pos / kBlockSize]} * kBlockSize +
+                   pos % kBlockSize;
       }
     }
     Check(tables_.CopyFromHost(table.data(), table.size() * 4), "upload tables");
@@ -244,7 +320,7 @@ class Runner {
           "Embedding");
     mark("embedding");
     for (int64_t l = 0; l < a_.layers; ++l) {
-      const LayerWeights& w = model_->layers[l];
+      const DeviceLayer& w = model_->layers[l];
       const uint16_t* delta = l == 0 ? nullptr : down_.as<uint16_t>();
       Check(kc::AddRmsNorm({residual_.as<float>(), delta, w.norm1, normed_.as<uint16_t>(), T, H,
                             a_.eps},
@@ -282,14 +358,16 @@ class Runner {
       at.tokens = T;
       at.q_heads = a_.q_heads;
       at.scale = 1.0f / std::sqrt(static_cast<float>(D));
-      at.sliding_window = 4096;
+      at.sliding_window = a_.window;
       at.cache = cache;
       at.seqs = seqs_.as<kc::AttentionSeq>();
       at.num_seqs = b.num_seqs;
       if (b.decode) {
         kc::DecodeAttentionParams dp;
         dp.attn = at;
-        dp.max_context = b.context;
+        // As CudaRankCompute: the split count follows from the longest possible context (so
+        // that one captured graph serves every later context), not from this step's.
+        dp.max_context = a_.max_pos;
         dp.workspace = workspace_.data();
         dp.workspace_bytes = workspace_bytes_;
         Check(kc::PagedDecodeAttention(dp, s), "PagedDecodeAttention");
@@ -337,8 +415,6 @@ class Runner {
     return v;
   }
 
-  int64_t kv_bytes() const { return static_cast<int64_t>(kv_.size()); }
-
  private:
   void Gemm(const uint16_t* x, const uint16_t* w, void* y, int64_t tokens, int64_t rows,
             int64_t cols, const char* what) {
@@ -346,15 +422,15 @@ class Runner {
           what);
   }
   kc::PagedKvCache Cache(int64_t layer) {
-    const int64_t per_cache = max_blocks_ * a_.block_size * a_.kv_heads * a_.head_dim;
+    const int64_t per_cache = max_blocks_ * kBlockSize * a_.kv_heads * a_.head_dim;
     uint16_t* k = kv_.as<uint16_t>() + 2 * layer * per_cache;
-    return {k, k + per_cache, max_blocks_, a_.block_size, a_.kv_heads, a_.head_dim};
+    return {k, k + per_cache, max_blocks_, kBlockSize, a_.kv_heads, a_.head_dim};
   }
 
   const Arch a_;
   cudaStream_t stream_;
   kc::GemmHandle* gemm_;
-  const Model* model_;
+  const DeviceModel* model_;
   Batch batch_;
   int64_t max_blocks_ = 0, workspace_bytes_ = 0;
   kc::DeviceBuffer kv_, residual_, normed_, qkv_, attn_, o_out_, gate_up_, act_, down_, logits_;
@@ -362,8 +438,56 @@ class Runner {
   std::vector<cudaEvent_t> event_pool_;
 };
 
+// Ops of the breakdown table, in chain order.
+constexpr const char* kOps[] = {"embedding", "norms",  "qkv GEMM",     "rope",   "kv write",
+                                "attention", "o GEMM", "gate_up GEMM", "swiglu", "down GEMM",
+                                "logits GEMM"};
+
+struct Breakdown {
+  std::string name;
+  std::map<std::string, double> ms;  // by op
+};
+
+// One instrumented step of each shape (after one plain step to warm up the GEMM plans).
+std::vector<Breakdown> MeasureBreakdown(const ModelConfig& config, cudaStream_t stream,
+                                        kc::GemmHandle* gemm,
+                                        const std::vector<StepShape>& shapes) {
+  const Arch a = ArchOf(config);
+  const DeviceModel model = MakeDeviceModel(a, stream);
+  int64_t max_blocks = 0, max_tokens = 0, max_seqs = 0;
+  for (const StepShape& s : shapes) {
+    max_blocks = std::max(max_blocks, s.blocks(kBlockSize));
+    max_tokens = std::max(max_tokens, s.tokens());
+    max_seqs = std::max(max_seqs, s.num_seqs);
+  }
+  Runner runner(a, stream, gemm, &model);
+  runner.Allocate(max_blocks + 16, max_tokens, max_seqs);
+  std::vector<Breakdown> out;
+  for (const StepShape& s : shapes) {
+    Batch b{Describe(s), s.decode(), s.tokens(), s.num_seqs, s.context(),
+            s.decode() ? s.num_seqs : 1};
+    runner.Prepare(b);
+    runner.Step();
+    std::vector<std::pair<const char*, cudaEvent_t>> events;
+    runner.Step(&events);
+    CheckCuda(cudaStreamSynchronize(stream), "breakdown");
+    Breakdown r{b.name, {}};
+    for (size_t i = 1; i < events.size(); ++i) {
+      float t = 0;
+      CheckCuda(cudaEventElapsedTime(&t, events[i - 1].second, events[i].second), "elapsed");
+      r.ms[events[i].first] += t;
+    }
+    const std::vector<float> logits = runner.Logits();
+    if (std::any_of(logits.begin(), logits.end(), [](float f) { return !std::isfinite(f); })) {
+      Die("per-op breakdown, " + b.name + ": logits are not finite");
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 // ---------------------------------- timing ----------------------------------
-// Median milliseconds of `reps` runs of `fn` on `stream` after `warmup` runs.
+// Median milliseconds of `reps` runs of `fn` on `stream` after `warmup` runs (CUDA events).
 template <typename Fn>
 double TimeMs(cudaStream_t stream, int warmup, int reps, Fn fn) {
   for (int i = 0; i < warmup; ++i) fn();
@@ -386,49 +510,126 @@ double TimeMs(cudaStream_t stream, int warmup, int reps, Fn fn) {
   return ms[ms.size() / 2];
 }
 
-size_t CountNonFinite(const std::vector<float>& v) {
-  return static_cast<size_t>(std::count_if(v.begin(), v.end(),
-                                           [](float f) { return !std::isfinite(f); }));
-}
-
 double GiB(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 
-struct Row {
-  std::string what, measured, roofline, percent, graph;
+size_t FreeDeviceBytes() {
+  size_t free_bytes = 0, total = 0;
+  CheckCuda(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
+  return free_bytes;
+}
+
+int64_t MaxBlocks(const std::vector<StepShape>& shapes) {
+  int64_t most = 0;
+  for (const StepShape& s : shapes) most = std::max(most, s.blocks(kBlockSize));
+  return most;
+}
+
+// The first `need` entries of a seeded shuffle of [0, num_blocks): blocks scattered over the
+// whole cache, as a long-running server's free list leaves them.
+std::vector<int32_t> BlockPool(int64_t num_blocks, int64_t need) {
+  std::vector<int32_t> all(num_blocks);
+  std::iota(all.begin(), all.end(), 0);
+  std::shuffle(all.begin(), all.end(), std::mt19937(7));
+  all.resize(std::min(num_blocks, need));
+  return all;
+}
+
+// ---------------------------------- the measurement ----------------------------------
+struct Measured {
+  std::string label;  // table row name
+  StepShape shape;
+  StepTiming timing;
+  bool graphs = true;
 };
 
+struct Compute {
+  std::unique_ptr<RankCompute> compute;
+  CudaRankCompute* cuda = nullptr;
+  double create_s = 0.0;
+};
+
+Compute Create(const ModelConfig& config, const Layout& layout, const ShardWeights& weights,
+               bool graphs) {
+  CudaComputeOptions options;
+  options.device = 0;
+  options.memory_fraction = 0.9;
+  options.graphs = graphs;
+  const auto t0 = std::chrono::steady_clock::now();
+  Compute c;
+  c.compute = Take(CreateCudaRankCompute(config, layout, weights, nullptr, options),
+                   graphs ? "CreateCudaRankCompute (graphs)" : "CreateCudaRankCompute (no graphs)");
+  c.create_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  c.cuda = dynamic_cast<CudaRankCompute*>(c.compute.get());
+  if (c.cuda == nullptr) Die("CreateCudaRankCompute returned no CudaRankCompute");
+  return c;
+}
+
+// Times `shape` on `c` and checks the graph counters: with graphs, every timed decode step of a
+// padded bucket must be a replay; without, none may be.
+Measured Run(Compute& c, const std::string& label, const StepShape& shape, bool graphs,
+             std::span<const int32_t> pool, int64_t vocab, std::vector<std::string>* failures) {
+  const int warmup = shape.decode() ? 3 : 2;
+  const int reps = shape.decode() ? 30 : 10;
+  const CudaComputeStats before = c.cuda->stats();
+  Measured m{label, shape,
+             Take(TimeSteps(*c.compute, shape, vocab, kBlockSize, pool, warmup, reps), "step"),
+             graphs};
+  const CudaComputeStats after = c.cuda->stats();
+  const int64_t launches = after.graph_launches - before.graph_launches;
+  const bool bucketed = shape.decode() && shape.num_seqs <= CudaRankCompute::kMaxGraphBatch;
+  if (graphs && bucketed && launches < reps) {
+    failures->push_back(absl::StrCat(label, ": only ", launches, " graph replays in ", reps,
+                                     " timed steps"));
+  }
+  if (!graphs && (launches != 0 || after.graph_captures != before.graph_captures)) {
+    failures->push_back(absl::StrCat(label, ": graphs are off but ", launches,
+                                     " replays happened"));
+  }
+  Progress("%s: %.3f ms/step (min %.3f, max %.3f; Sample %.3f) over %d steps; graph replays %d, "
+           "captures %d, eager %d",
+           label, m.timing.step_ms, m.timing.min_ms, m.timing.max_ms, m.timing.sample_ms, reps,
+           launches, after.graph_captures - before.graph_captures,
+           after.eager_steps - before.eager_steps);
+  return m;
+}
+
 int Main(int argc, char** argv) {
-  bool graphs = false, breakdown = true, tiny = false;
-  Arch a;
+  bool breakdown = true, tiny = false;
+  int layers = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--graphs") graphs = true;
-    else if (arg == "--no-breakdown") breakdown = false;
+    if (arg == "--no-breakdown") breakdown = false;
     else if (arg == "--tiny") tiny = true;
-    else if (arg.rfind("--layers=", 0) == 0) a.layers = std::max(1, std::atoi(arg.c_str() + 9));
-    else Die("usage: tpserve_gpu_bench [--graphs] [--layers=N] [--no-breakdown] [--tiny]");
+    else if (arg.rfind("--layers=", 0) == 0) layers = std::max(1, std::atoi(arg.c_str() + 9));
+    else Die("usage: tpserve_gpu_bench [--tiny] [--layers=N] [--no-breakdown]");
   }
-  if (tiny) {
-    const int64_t layers = a.layers == 48 ? 2 : a.layers;
-    a = Arch{layers, 256, 4, 2, 64, 512, 1000, 16, 4096, 1e-5f};
-  }
+  Elapsed();
+  const ModelConfig config = BenchConfig(tiny, layers);
+  const Layout layout = Take(MakeLayout(config, 1, 1, 1, 0, {}), "MakeLayout");
   if (kc::CudaDeviceCount() == 0) Die("no CUDA device");
-  std::printf("# tpserve GPU benchmark\n\ndevice: %s\n",
+  std::printf("# tpserve GPU benchmark: CudaRankCompute\n\ndevice: %s\n",
               Take(kc::CudaDeviceDescription(0), "device").c_str());
-  std::printf("model: %s, %lld layers, random bf16 weights\n\n",
+  std::printf("model: %s: %d layers, hidden %d, %d/%d heads of %d, MLP %d, vocab %d, random "
+              "bf16 weights; one rank (tp=1, pp=1)%s\n\n",
               tiny ? "TINY smoke-test shape (not a measurement)" : "Mistral-11B-AirOmniMix shape",
-              static_cast<long long>(a.layers));
-  size_t free0 = 0, total = 0;
-  CheckCuda(cudaMemGetInfo(&free0, &total), "cudaMemGetInfo");
+              config.num_layers, config.hidden_size, config.num_heads, config.num_kv_heads,
+              config.head_dim, config.intermediate_size, config.vocab_size,
+              layers > 0 && !tiny ? ", --layers given: not the full model" : "");
+  std::fflush(stdout);
+  CheckCuda(cudaSetDevice(0), "cudaSetDevice");
+  size_t total = 0, free_at_start = 0;
+  CheckCuda(cudaMemGetInfo(&free_at_start, &total), "cudaMemGetInfo");
+  std::printf("device memory: %.1f GiB free of %.1f GiB at start\n\n",
+              GiB(static_cast<double>(free_at_start)), GiB(static_cast<double>(total)));
   cudaStream_t stream;
   CheckCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   const kc::Stream s{stream};
   kc::GemmHandle gemm = Take(kc::GemmHandle::Create(), "GemmHandle::Create");
-  std::vector<Row> rows;
-  char buf[256];
+  std::vector<std::string> failures;
 
   // 1. Copy bandwidth.
   double bandwidth = 0;  // bytes/s, read + write
+  std::string bandwidth_row;
   {
     const size_t bytes = tiny ? size_t{16} << 20 : size_t{2} << 30;
     kc::DeviceBuffer src = Take(kc::DeviceBuffer::Allocate(bytes), "copy src");
@@ -441,12 +642,13 @@ int Main(int argc, char** argv) {
                 "cudaMemcpyAsync");
     });
     bandwidth = 2.0 * static_cast<double>(bytes) / (ms * 1e-3);
-    std::snprintf(buf, sizeof buf, "%.0f GB/s (%.2f ms)", bandwidth / 1e9, ms);
-    rows.push_back({"device copy, " + std::to_string(bytes >> 20) + " MiB D2D (read + write)",
-                    buf, "", "", ""});
+    bandwidth_row = absl::StrFormat("| device copy, %d MiB D2D (read + write) | %.0f GB/s | "
+                                    "%.3f ms |",
+                                    bytes >> 20, bandwidth / 1e9, ms);
   }
   // 2. GEMM rate.
   double gemm_rate = 0;  // FLOP/s
+  std::string gemm_row;
   {
     const int64_t n = tiny ? 256 : 8192;
     kc::DeviceBuffer x = Take(kc::DeviceBuffer::Allocate(n * n * 2), "gemm x");
@@ -457,155 +659,214 @@ int Main(int argc, char** argv) {
     CheckCuda(static_cast<cudaError_t>(FillRandomBf16(w.as<uint16_t>(), n * n, 9, 0.02f, stream)),
               "fill");
     const double ms = TimeMs(stream, 3, 10, [&] {
-      Check(gemm.Gemm({x.as<uint16_t>(), w.as<uint16_t>(), y.data(), kc::GemmOutput::kBf16, n, n, n},
+      Check(gemm.Gemm({x.as<uint16_t>(), w.as<uint16_t>(), y.data(), kc::GemmOutput::kBf16, n, n,
+                       n},
                       s),
-            "GEMM 8192");
+            "GEMM rate");
     });
     gemm_rate = 2.0 * n * n * n / (ms * 1e-3);
-    std::snprintf(buf, sizeof buf, "%.0f TFLOP/s (%.2f ms)", gemm_rate / 1e12, ms);
-    rows.push_back({"bf16 GEMM " + std::to_string(n) + "^3, cuBLASLt, bf16 out", buf, "", "", ""});
+    gemm_row = absl::StrFormat("| bf16 GEMM %d^3, cuBLASLt, bf16 out | %.0f TFLOP/s | %.3f ms |",
+                               n, gemm_rate / 1e12, ms);
   }
+  std::printf("| rate | measured | time |\n|---|---:|---:|\n%s\n%s\n\n", bandwidth_row.c_str(),
+              gemm_row.c_str());
+  Progress("rates measured: %.0f GB/s copy, %.0f TFLOP/s GEMM", bandwidth / 1e9,
+           gemm_rate / 1e12);
 
-  // The model, cache and scratch.
-  Model model = MakeModel(a, stream);
-  const std::vector<int64_t> decode_batches = {1, 8, 64, 256};
-  const std::vector<int64_t> prompts = {512, 2048};
-  const int64_t decode_context = 513;  // 512 cached keys + the new token
-  const int64_t blocks_decode = (decode_context + a.block_size - 1) / a.block_size * 256;
-  Runner runner(a, stream, &gemm, &model);
-  runner.Allocate(std::max<int64_t>(blocks_decode, 2048 / a.block_size) + 16, 2048, 256);
-  CheckCuda(cudaStreamSynchronize(stream), "setup");
-  size_t free1 = 0;
-  CheckCuda(cudaMemGetInfo(&free1, &total), "cudaMemGetInfo");
+  // 3. Host weights, then the compute with graphs.
+  const std::vector<StepShape> decodes = {{1, 1, kDecodePosition},
+                                          {8, 1, kDecodePosition},
+                                          {64, 1, kDecodePosition},
+                                          {256, 1, kDecodePosition}};
+  const std::vector<StepShape> prefills = {{1, 512, 0}, {1, 2048, 0}};
+  // KV blocks: each decode sequence its own (shapes one after the other reuse them), then the
+  // prompts' own.
+  const int64_t decode_blocks = MaxBlocks(decodes), prefill_blocks = MaxBlocks(prefills);
+  const int64_t need_blocks = decode_blocks + prefill_blocks;
 
-  const double weight_bytes = 2.0 * static_cast<double>(a.matmul_params());
-  const double kv_row_bytes = 2.0 * 2.0 * a.kv_heads * a.head_dim * a.layers;  // K+V, per key
-  std::map<std::string, std::map<std::string, double>> breakdowns;
-  std::vector<std::string> breakdown_order;
-  auto run_breakdown = [&](const std::string& name) {
-    std::vector<std::pair<const char*, cudaEvent_t>> events;
-    runner.Step(&events);
-    CheckCuda(cudaStreamSynchronize(stream), "breakdown");
-    std::map<std::string, double>& out = breakdowns[name];
-    for (size_t i = 1; i < events.size(); ++i) {
-      float t = 0;
-      CheckCuda(cudaEventElapsedTime(&t, events[i - 1].second, events[i].second), "elapsed");
-      out[events[i].first] += t;
-    }
-    breakdown_order.push_back(name);
-  };
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const auto fill_start = std::chrono::steady_clock::now();
+  auto weights = std::make_unique<ShardWeights>(RandomShardWeights(config, layout, 1, threads));
+  const double fill_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - fill_start).count();
+  Progress("host weights: %.2f GB (bf16 matrices, fp32 norms) filled in %.1f s on %d threads",
+           static_cast<double>(weights->bytes) / 1e9, fill_s, threads);
 
-  // 3. Decode.
-  for (int64_t batch : decode_batches) {
-    Batch b{"decode batch " + std::to_string(batch), true, batch, batch, decode_context, batch};
-    runner.Prepare(b);
-    const double ms = TimeMs(stream, 2, 10, [&] { runner.Step(); });
-    const std::vector<float> eager = runner.Logits();
-    if (size_t bad = CountNonFinite(eager)) {
-      Die(b.name + ": " + std::to_string(bad) + " logits are not finite");
-    }
-    const double bytes = weight_bytes + batch * decode_context * kv_row_bytes;
-    const double flops = 2.0 * a.matmul_params() * batch +
-                         4.0 * batch * decode_context * a.q_heads * a.head_dim * a.layers;
-    const double floor_ms = std::max(bytes / bandwidth, flops / gemm_rate) * 1e3;
-    Row r;
-    r.what = b.name + ", context 512";
-    std::snprintf(buf, sizeof buf, "%.2f ms/step, %.0f tokens/s", ms, batch / (ms * 1e-3));
-    r.measured = buf;
-    std::snprintf(buf, sizeof buf, "%.2f ms (%s: %.1f GB / BW%s)", floor_ms,
-                  bytes / bandwidth >= flops / gemm_rate ? "memory" : "compute", bytes / 1e9,
-                  bytes / bandwidth >= flops / gemm_rate ? "" : "; FLOPs / GEMM rate larger");
-    r.roofline = buf;
-    std::snprintf(buf, sizeof buf, "%.0f%%", 100.0 * floor_ms / ms);
-    r.percent = buf;
-    if (graphs) {
-      cudaGraph_t graph;
-      cudaGraphExec_t exec;
-      CheckCuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
-      runner.Step();
-      CheckCuda(cudaStreamEndCapture(stream, &graph), "end capture");
-      CheckCuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-      const double gms = TimeMs(stream, 2, 10, [&] {
-        CheckCuda(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
-      });
-      const std::vector<float> replay = runner.Logits();
-      const bool same = std::memcmp(replay.data(), eager.data(), eager.size() * 4) == 0;
-      std::snprintf(buf, sizeof buf, "%.2f ms/step, %.0f tokens/s, logits %s", gms,
-                    batch / (gms * 1e-3), same ? "== eager" : "DIFFER from eager");
-      r.graph = buf;
-      CheckCuda(cudaGraphExecDestroy(exec), "destroy graph exec");
-      CheckCuda(cudaGraphDestroy(graph), "destroy graph");
-      if (!same) Die(b.name + ": graph replay logits differ from the eager step's");
-    }
-    rows.push_back(r);
-    if (breakdown && (batch == 1 || batch == 64)) run_breakdown(b.name);
+  const size_t free_before = FreeDeviceBytes();
+  Compute with_graphs = Create(config, layout, *weights, /*graphs=*/true);
+  const size_t free_created = FreeDeviceBytes();
+  const uint64_t weight_bytes = with_graphs.compute->weight_bytes();
+  Progress("CreateCudaRankCompute (graphs on): %.1f s (%.1f GB/s for %.2f GB of weights, "
+           "setup included)",
+           with_graphs.create_s, static_cast<double>(weight_bytes) / 1e9 / with_graphs.create_s,
+           static_cast<double>(weight_bytes) / 1e9);
+  const int64_t fit = Take(with_graphs.compute->KvBlocksThatFit(kBlockSize), "KvBlocksThatFit");
+  // The worker allocates every block that fits; --tiny only what the steps use (a tiny model's
+  // blocks are small, and 90% of the device in them would only cost time).
+  const int64_t kv_blocks = tiny ? need_blocks : fit;
+  if (fit < need_blocks) {
+    Die(absl::StrCat("KvBlocksThatFit(", kBlockSize, ") = ", fit, " blocks; the steps need ",
+                     need_blocks));
   }
+  Check(with_graphs.compute->AllocateKvCache(kv_blocks, kBlockSize), "AllocateKvCache");
+  const size_t free_kv = FreeDeviceBytes();
+  const uint64_t kv_bytes = with_graphs.compute->kv_bytes();
+  Progress("KV cache: KvBlocksThatFit(%d) at memory_fraction 0.9 = %d blocks (%d tokens, "
+           "%.2f GB); allocated %d blocks, kv_bytes() %.2f GB",
+           kBlockSize, fit, fit * kBlockSize,
+           static_cast<double>(fit) * static_cast<double>(kv_bytes) / kv_blocks / 1e9,
+           kv_blocks, static_cast<double>(kv_bytes) / 1e9);
 
-  // 4. Prefill.
-  for (int64_t t : prompts) {
-    Batch b{"prefill " + std::to_string(t) + " tokens", false, t, 1, t, 1};
-    runner.Prepare(b);
-    const double ms = TimeMs(stream, 1, 5, [&] { runner.Step(); });
-    if (size_t bad = CountNonFinite(runner.Logits())) {
-      Die(b.name + ": " + std::to_string(bad) + " logits are not finite");
+  std::vector<Measured> rows;
+  std::map<int64_t, std::vector<int32_t>> graph_tokens;  // by decode batch
+  {
+    const std::vector<int32_t> pool = BlockPool(kv_blocks, need_blocks);
+    const std::span<const int32_t> decode_pool(pool.data(), decode_blocks);
+    const std::span<const int32_t> prefill_pool(pool.data() + decode_blocks, prefill_blocks);
+    for (const StepShape& d : decodes) {
+      rows.push_back(Run(with_graphs, absl::StrCat("decode batch ", d.num_seqs, ", CUDA graphs"),
+                         d, true, decode_pool, config.vocab_size, &failures));
+      graph_tokens[d.num_seqs] = rows.back().timing.tokens;
     }
-    const double flops =
-        2.0 * (a.matmul_params() - a.vocab * a.hidden) * t + 2.0 * a.vocab * a.hidden +
-        4.0 * (t * (t + 1) / 2.0) * a.q_heads * a.head_dim * a.layers;
-    const double floor_ms = std::max(flops / gemm_rate, weight_bytes / bandwidth) * 1e3;
-    Row r;
-    r.what = b.name + " (one prompt)";
-    std::snprintf(buf, sizeof buf, "%.1f ms, %.0f tokens/s", ms, t / (ms * 1e-3));
-    r.measured = buf;
-    std::snprintf(buf, sizeof buf, "%.1f ms (%.1f TFLOP / GEMM rate)", floor_ms, flops / 1e12);
-    r.roofline = buf;
-    std::snprintf(buf, sizeof buf, "%.0f%%", 100.0 * floor_ms / ms);
-    r.percent = buf;
-    rows.push_back(r);
-    if (breakdown && t == 2048) run_breakdown(b.name);
+    for (const StepShape& p : prefills) {
+      rows.push_back(Run(with_graphs, absl::StrCat("prefill ", p.new_tokens, " tokens"), p, true,
+                         prefill_pool, config.vocab_size, &failures));
+    }
   }
+  const CudaComputeStats graph_stats = with_graphs.cuda->stats();
+  const double graph_create_s = with_graphs.create_s;
+  with_graphs = Compute();  // frees the device for the second copy
 
-  // 6. Memory.
-  std::snprintf(buf, sizeof buf, "%.1f GiB of %.1f (weights %.1f, KV cache %.1f, rest %.1f)",
-                GiB(static_cast<double>(free0 - free1)), GiB(static_cast<double>(total)),
-                GiB(static_cast<double>(model.buffer.size())),
-                GiB(static_cast<double>(runner.kv_bytes())),
-                GiB(static_cast<double>(free0 - free1) - model.buffer.size() - runner.kv_bytes()));
-  rows.push_back({"device memory used by the model run", buf, "", "", ""});
-
-  std::printf("| measurement | measured | roofline | roofline / measured |%s\n",
-              graphs ? " CUDA graph replay |" : "");
-  std::printf("|---|---|---|---|%s\n", graphs ? "---|" : "");
-  for (const Row& r : rows) {
-    std::printf("| %s | %s | %s | %s |%s\n", r.what.c_str(), r.measured.c_str(),
-                r.roofline.c_str(), r.percent.c_str(),
-                graphs ? (" " + r.graph + " |").c_str() : "");
+  // 4. Graphs off: a second compute (and upload).
+  const std::vector<StepShape> eager_decodes = {decodes[0], decodes[2]};
+  double eager_create_s = 0.0;
+  {
+    const int64_t eager_blocks = MaxBlocks(eager_decodes);
+    Compute eager = Create(config, layout, *weights, /*graphs=*/false);
+    eager_create_s = eager.create_s;
+    Progress("CreateCudaRankCompute (graphs off): %.1f s", eager.create_s);
+    Check(eager.compute->AllocateKvCache(eager_blocks, kBlockSize), "AllocateKvCache (no graphs)");
+    const std::vector<int32_t> pool = BlockPool(eager_blocks, eager_blocks);
+    for (const StepShape& d : eager_decodes) {
+      rows.push_back(Run(eager, absl::StrCat("decode batch ", d.num_seqs, ", no graphs"), d,
+                         false, pool, config.vocab_size, &failures));
+      if (rows.back().timing.tokens != graph_tokens[d.num_seqs]) {
+        failures.push_back(absl::StrCat("decode batch ", d.num_seqs,
+                                        ": greedy tokens with graphs off differ from graphs on"));
+      }
+    }
   }
-  std::printf("\nroofline: max(bytes / copy bandwidth, FLOPs / GEMM rate) with the two rates "
-              "measured above; bytes = all matmul weights once + K/V rows read.\n");
+  weights.reset();
 
-  if (!breakdown_order.empty()) {
-    std::printf("\n### per-op time of one step, ms (an event after every op)\n\n| op |");
-    for (const std::string& n : breakdown_order) std::printf(" %s |", n.c_str());
+  // 5. Per-op breakdown.
+  std::vector<Breakdown> breakdowns;
+  if (breakdown) {
+    breakdowns = MeasureBreakdown(config, stream, &gemm, {decodes[0], decodes[2], prefills[1]});
+    Progress("per-op breakdown measured");
+  }
+  CheckCuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
+
+  // ---- the tables ----
+  const double matmul = static_cast<double>(MatmulParams(config, layout));
+  const double lm_head = static_cast<double>(layout.vocab_end - layout.vocab_begin) *
+                         config.hidden_size;
+  const double weight_read = 2.0 * matmul;  // bf16
+  const double kv_per_key =
+      2.0 * 2.0 * config.num_kv_heads * config.head_dim * config.num_layers;  // K+V bf16
+  const double attn_per_pair = 4.0 * config.num_heads * config.head_dim * config.num_layers;
+  std::printf("\n## CudaRankCompute steps (wall clock around Forward + Sample, greedy)\n\n");
+  std::printf("| step | ms/step | roofline ms | tokens/s | roofline tokens/s | %% of roofline | "
+              "Sample part, ms | goal |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+  for (const Measured& m : rows) {
+    const StepShape& sh = m.shape;
+    double bytes = 0, flops = 0;
+    if (sh.decode()) {
+      bytes = weight_read + sh.num_seqs * sh.context() * kv_per_key;
+      flops = 2.0 * matmul * sh.num_seqs + attn_per_pair * sh.num_seqs * sh.context();
+    } else {
+      const double t = static_cast<double>(sh.new_tokens);
+      bytes = weight_read + t * kv_per_key;  // the prompt's K/V written once
+      flops = 2.0 * (matmul - lm_head) * t + 2.0 * lm_head + attn_per_pair * t * (t + 1) / 2;
+    }
+    const bool memory_bound = bytes / bandwidth >= flops / gemm_rate;
+    const double roof_ms = std::max(bytes / bandwidth, flops / gemm_rate) * 1e3;
+    const double ms = m.timing.step_ms;
+    const double tokens = static_cast<double>(sh.tokens());
+    std::string goal;
+    if (tiny || layers > 0) {
+      goal = "(not the full model: no goal)";
+    } else if (m.graphs && sh.decode() && sh.num_seqs == 1) {
+      goal = absl::StrFormat("batch-1 decode >= 85%% of the HBM roofline: **%s**",
+                             roof_ms / ms >= 0.85 ? "MET" : "NOT MET");
+    } else if (m.graphs && sh.decode() && sh.num_seqs == 64) {
+      goal = absl::StrFormat("batch-64 decode >= 7,000 tokens/s: **%s**",
+                             tokens / (ms * 1e-3) >= 7000.0 ? "MET" : "NOT MET");
+    } else if (!sh.decode()) {
+      const double rate = flops / (ms * 1e-3);
+      goal = absl::StrFormat("prefill >= 60%% of the GEMM rate: %.0f TFLOP/s = %.0f%%: **%s**",
+                             rate / 1e12, 100.0 * rate / gemm_rate,
+                             rate >= 0.6 * gemm_rate ? "MET" : "NOT MET");
+    }
+    const char* mode = !sh.decode() ? "" : m.graphs ? ", CUDA graphs" : ", no graphs";
+    std::printf("| %s%s | %.3f | %.3f (%s: %s) | %.0f | %.0f | %.0f%% | %.3f | %s |\n",
+                Describe(sh).c_str(), mode, ms, roof_ms, memory_bound ? "memory" : "compute",
+                memory_bound ? absl::StrFormat("%.1f GB", bytes / 1e9).c_str()
+                             : absl::StrFormat("%.1f TFLOP", flops / 1e12).c_str(),
+                tokens / (ms * 1e-3), tokens / (roof_ms * 1e-3), 100.0 * roof_ms / ms,
+                m.timing.sample_ms, goal.c_str());
+  }
+  absl::PrintF(
+      "\nroofline: max(bytes / copy bandwidth, FLOPs / GEMM rate), both rates measured above; "
+      "bytes = every matmul weight once (%.2f GB) + the K/V rows read (decode: batch x %d keys "
+      "x %.0f KB; prefill: the prompt's written); FLOPs = 2 x matmul parameters per token + "
+      "attention. Sample part = the logits GEMM + device sampling, inside ms/step. Decode "
+      "batches are padded to power-of-two buckets (all four here are buckets already); the "
+      "graph steps replay one captured graph per bucket (%d captures, %d replays in all).\n",
+      weight_read / 1e9, kDecodePosition + 1, kv_per_key / 1e3, graph_stats.graph_captures,
+      graph_stats.graph_launches);
+  absl::PrintF(
+      "\ndevice memory of the graph compute: weights %.2f GB (weight_bytes()), KV cache %.2f GB "
+      "(%d blocks of %d tokens = %d tokens, kv_bytes(); KvBlocksThatFit at memory_fraction 0.9 "
+      "said %d blocks), the rest (scratch for 4096 rows, logits, workspaces) %.2f GB; %.1f of "
+      "%.1f GiB in use with the CUDA context (%.0f%%). Host weights filled in %.1f s on %d "
+      "threads; CreateCudaRankCompute (upload included) %.1f s with graphs, %.1f s without.\n",
+      static_cast<double>(weight_bytes) / 1e9, static_cast<double>(kv_bytes) / 1e9, kv_blocks,
+      kBlockSize, kv_blocks * kBlockSize, fit,
+      (static_cast<double>(free_before - free_created) - static_cast<double>(weight_bytes)) / 1e9,
+      GiB(static_cast<double>(total - free_kv)), GiB(static_cast<double>(total)),
+      100.0 * static_cast<double>(total - free_kv) / static_cast<double>(total), fill_s,
+      threads, graph_create_s, eager_create_s);
+
+  if (!breakdowns.empty()) {
+    std::printf("\n### per-op device time of one step, ms (Runner: the same op chain, an event "
+                "after every op; eager)\n\n| op |");
+    for (const Breakdown& b : breakdowns) std::printf(" %s |", b.name.c_str());
     std::printf("\n|---|");
-    for (size_t i = 0; i < breakdown_order.size(); ++i) std::printf("---|");
+    for (size_t i = 0; i < breakdowns.size(); ++i) std::printf("---:|");
     std::printf("\n");
-    const char* ops[] = {"embedding", "norms", "qkv GEMM", "rope", "kv write", "attention",
-                         "o GEMM", "gate_up GEMM", "swiglu", "down GEMM", "logits GEMM"};
-    for (const char* op : ops) {
+    for (const char* op : kOps) {
       std::printf("| %s |", op);
-      for (const std::string& n : breakdown_order) std::printf(" %.3f |", breakdowns[n][op]);
+      for (const Breakdown& b : breakdowns) {
+        const auto it = b.ms.find(op);
+        std::printf(" %.3f |", it == b.ms.end() ? 0.0 : it->second);
+      }
       std::printf("\n");
     }
     std::printf("| total |");
-    for (const std::string& n : breakdown_order) {
+    for (const Breakdown& b : breakdowns) {
       double sum = 0;
-      for (const auto& [op, t] : breakdowns[n]) sum += t;
+      for (const auto& [op, t] : b.ms) sum += t;
       std::printf(" %.3f |", sum);
     }
     std::printf("\n");
   }
-  CheckCuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
+  Progress("done");
+  if (!failures.empty()) {
+    for (const std::string& f : failures) {
+      std::fprintf(stderr, "tpserve_gpu_bench: FAILED: %s\n", f.c_str());
+    }
+    return 1;
+  }
   return 0;
 }
 
