@@ -1,6 +1,9 @@
-// Prefill attention on the GPU (PagedPrefillAttention in cuda_ops.h): a flash-attention style
-// kernel on CUDA cores, written to be checked by eye. One version, templated on head_dim (64,
-// 128); the tensor-core version (mma/wgmma) is the next step once this one is proven.
+// Prefill attention on CUDA cores: internal::LaunchPagedPrefillAttentionSimt, a flash-attention
+// style kernel written to be checked by eye, with the public PagedPrefillAttention's contract
+// (cuda_ops.h). The public op runs the tensor-core kernel of attention_prefill_tc.cu; this one
+// stays as the GPU version that kernel is compared with (attention_internal.h names both: the
+// backend-ops test runs every prefill case through each, the benchmark can time each). One
+// version, templated on head_dim (64, 128).
 //
 // Grid: x = query tiles of kBlockM rows of one sequence (the last tile first: causal tiles at
 // the end see the most keys), y = query head, z = sequence. A block of 128 threads:
@@ -343,7 +346,8 @@ int Launch(const PrefillArgs& args, int64_t max_seq_tokens, int64_t num_seqs,
 
 }  // namespace
 
-int LaunchPagedPrefillAttention(const PagedAttentionParams& p, Stream stream) {
+// q_token_stride and max_seq_tokens resolved (non-zero), as LaunchPagedPrefillAttention.
+int LaunchPagedPrefillAttentionSimt(const PagedAttentionParams& p, Stream stream) {
   const PagedKvCache& c = p.cache;
   PrefillArgs args{};
   args.q = p.q;

@@ -133,10 +133,15 @@ class GemmHandle {
 //    contribute (not even 0 * NaN).
 
 // Prefill (and mixed) attention: any number of new tokens per sequence, queries of all
-// sequences in one launch. A flash-attention style kernel: per (64-query tile of a sequence,
-// query head) block, the query tile stays in shared memory while 32-key K/V tiles are
-// streamed through it with an online softmax in fp32; tiles wholly before a query tile's
-// window or after its last query are skipped.
+// sequences in one launch. A flash-attention style kernel on tensor cores
+// (attention_prefill_tc.cu): per (64-query tile of a sequence, query head) block, the query
+// tile stays in registers while 64-key K/V tiles are streamed through shared memory; S = q k^T
+// and P V are bf16 MMAs with fp32 accumulation (P carried as two bf16 terms, so each weight
+// keeps ~16 bits), the online softmax is fp32; key tiles wholly before a query tile's window or
+// after its last query are skipped. A K/V tile whose V holds an inf or NaN is multiplied on
+// CUDA cores instead, so the NaN/inf rules above hold exactly. The earlier CUDA-core kernel
+// (attention_prefill.cu) has the same contract and stays reachable for tests and benchmarks
+// (kernels/cuda/attention_internal.h).
 [[nodiscard]] absl::Status PagedPrefillAttention(const PagedAttentionParams& p, Stream stream);
 
 // Decode attention: one new token per sequence (num_tokens must be 1; a sequence with 0 is

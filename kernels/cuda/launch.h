@@ -15,7 +15,8 @@ int LaunchApplyRope(const RopeParams& p, Stream stream);           // rope.cu
 int LaunchSwiGlu(const SwiGluParams& p, Stream stream);            // swiglu.cu
 int LaunchWriteKvCache(const WriteKvCacheParams& p, Stream stream);  // kv_cache.cu
 
-// attention_prefill.cu: q_token_stride and max_seq_tokens resolved (non-zero).
+// attention_internal.cc, which dispatches to the tensor-core or the CUDA-core kernel:
+// q_token_stride and max_seq_tokens resolved (non-zero).
 int LaunchPagedPrefillAttention(const PagedAttentionParams& p, Stream stream);
 // attention_decode.cu: q_token_stride resolved, `splits` in [1, kMaxDecodeSplits] chosen by
 // ChooseDecodeSplits and backed by p.workspace when > 1.

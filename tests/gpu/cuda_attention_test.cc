@@ -1,6 +1,9 @@
 // Backend-ops test of the paged attention ops (kernels::cuda::PagedPrefillAttention and
 // PagedDecodeAttention) against kernels::ref::PagedAttention, part of cuda_ops_test
-// (tests/gpu/cuda_ops_test.cc has the registry check and main()).
+// (tests/gpu/cuda_ops_test.cc has the registry check and main()). Every prefill case runs
+// through both prefill kernels (kernels/cuda/attention_internal.h: the tensor-core kernel the
+// public op uses, whose output must equal the public op's bit for bit, and the CUDA-core
+// kernel); cuda_attention_tc_test.cc adds cases at the tensor-core kernel's tile edges.
 // Each case builds a batch of sequences (ragged lengths, chunked-prefill start positions,
 // optional rows owned by no sequence between them) over a paged cache whose blocks are handed
 // out in shuffled order. Inputs are bf16 on the device; the reference gets the same values
@@ -11,8 +14,12 @@
 // window are -1 as well, so a kernel that even looks them up fails.
 // Tolerance per element: |got - ref| <= 2^-8 * |ref| + 2^-12 * max|v| (max over the cache's
 // real values), NaN/inf parity element by element. The output is a convex combination of V
-// rows: the bf16 rounding costs at most 2^-9 * |ref|, the fp32 softmax and accumulation about
-// 1e-6 * max|v|; one key wrongly included or dropped moves a row by about max|v| / keys,
+// rows: the bf16 rounding of the output costs up to 2^-8 * |ref| (half an ulp), the fp32
+// softmax and accumulation about 1e-6 * max|v|. The same band holds for both kernels: the
+// tensor-core kernel carries P as P_hi + P_lo (two bf16, ~2^-16 relative per weight); P in one
+// bf16 (up to 2^-8 per weight) moves outputs of short contexts by a few times 2^-12 * max|v|
+// and fails it.
+// One key wrongly included or dropped moves a row by about max|v| / keys,
 // which the window-edge and short-context cases make far larger than the tolerance (long
 // contexts rely on the NaN positions to catch off-by-one ranges exactly).
 // Rows the op must not write keep the "unwritten" sentinel bit for bit; device-detected bad
@@ -29,10 +36,12 @@
 
 #include "absl/status/status.h"
 #include "common/dtype.h"
+#include "kernels/cuda/attention_internal.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/ops.h"
+#include "tests/gpu/cuda_attention_test.h"
 #include "tests/gpu/cuda_test_util.h"
 
 namespace tpserve::kernels::cuda {
@@ -43,32 +52,6 @@ using namespace gpu_test;  // NOLINT: the shared test helpers
 constexpr double kAttnRtol = 1.0 / 256;
 constexpr double kAttnVTol = 1.0 / 4096;  // times max|v|
 constexpr int kSpareBlocks = 3;           // unused cache blocks (all NaN)
-
-enum class AttnPoison {
-  kNone,
-  kNanInK,          // one K element of seq 0: rows that see it are NaN
-  kNanInV,          // one V element of seq 0: (row, dim) pairs that see it are NaN
-  kBadBlockEntry,   // a needed block-table entry of the last sequence is out of range
-  kBadDescriptor,   // extra sequences: negative start_pos (NaN rows), rows past the end
-                    // (skipped) and, for decode, num_tokens = 2 (NaN row at token_begin)
-};
-struct SeqSpec {
-  int64_t num_tokens, start_pos;
-};
-struct AttnCase {
-  std::string name;
-  int64_t head_dim, q_heads, kv_heads, block_size, window;
-  std::vector<SeqSpec> seqs;
-  int64_t q_extra = 0;           // extra elements per q row (the k and v of a fused qkv row)
-  bool gap_rows = false;         // a row owned by no sequence after each sequence
-  bool free_old_blocks = false;  // entries of blocks before every query's window are -1
-  AttnPoison poison = AttnPoison::kNone;
-  int64_t max_seq_tokens = 0;    // prefill: the grid hint (0 = default)
-  int64_t splits = 0;            // decode: requested splits (0 = automatic)
-  bool workspace = true;         // decode: pass a workspace
-  int64_t min_splits = 1;        // decode: the split path the case must take (on >= 100 SMs)
-};
-void PrintTo(const AttnCase& c, std::ostream* os) { *os << c.name; }
 
 const std::vector<AttnCase>& PrefillCases() {
   using P = AttnPoison;
@@ -193,7 +176,7 @@ AttnProblem BuildProblem(const AttnCase& c, bool decode) {
       }
     }
   }
-  pb.q = RandomBf16(pb.tokens * pb.q_stride, rng, 2.0f);  // peaky enough softmaxes
+  pb.q = RandomBf16(pb.tokens * pb.q_stride, rng, c.q_range);  // 2: peaky enough softmaxes
 
   // Poisons that change inputs.
   Seq& s0 = seqs.front();
@@ -202,6 +185,10 @@ AttnProblem BuildProblem(const AttnCase& c, bool decode) {
       s0.table[poison_pos / c.block_size] * c.block_size + poison_pos % c.block_size;
   if (c.poison == AttnPoison::kNanInK) pb.cache_k[poison_slot * row + 3] = kBf16QNan;
   if (c.poison == AttnPoison::kNanInV) pb.cache_v[poison_slot * row + 5] = kBf16QNan;
+  if (c.poison == AttnPoison::kInfInV) {
+    pb.cache_v[poison_slot * row + 5] = kBf16PosInf;
+    pb.cache_v[poison_slot * row + 6] = kBf16NegInf;
+  }
 
   // Expected rows of the real sequences: the reference over the cache as it is (it never reads
   // the NaN positions), or NaN for a sequence with a bad block entry.
@@ -324,8 +311,10 @@ AttnProblem BuildProblem(const AttnCase& c, bool decode) {
   return ::testing::AssertionSuccess();
 }
 
-void RunAttentionCase(const AttnCase& c, bool decode) {
-  const AttnProblem pb = BuildProblem(c, decode);
+// Runs `op` over the problem on fresh device buffers and checks its output, guards and inputs;
+// the output comes back in *got.
+void RunAttentionOp(const AttnCase& c, const AttnProblem& pb, AttnOp op,
+                    std::vector<uint16_t>* got) {
   const int64_t D = c.head_dim;
   ASSERT_OK_AND_ASSIGN(auto d_q, GuardedDevice<uint16_t>::Create(pb.q));
   ASSERT_OK_AND_ASSIGN(auto d_k, GuardedDevice<uint16_t>::Create(pb.cache_k));
@@ -350,7 +339,7 @@ void RunAttentionCase(const AttnCase& c, bool decode) {
   p.cache = {d_k.data(), d_v.data(), pb.num_slots / c.block_size, c.block_size, c.kv_heads, D};
   p.seqs = d_seqs.as<AttentionSeq>();
   p.num_seqs = static_cast<int64_t>(seqs.size());
-  if (decode) {
+  if (op == AttnOp::kDecode) {
     DecodeAttentionParams dp;
     dp.attn = p;
     dp.max_context = pb.max_context;
@@ -374,10 +363,16 @@ void RunAttentionCase(const AttnCase& c, bool decode) {
     ASSERT_OK(SynchronizeStream(Stream{}));
   } else {
     p.max_seq_tokens = c.max_seq_tokens;
-    ASSERT_OK(PagedPrefillAttention(p, Stream{}));
+    if (op == AttnOp::kPrefillSimt) {
+      ASSERT_OK(internal::PagedPrefillAttentionSimt(p, Stream{}));
+    } else if (op == AttnOp::kPrefillTensorCore) {
+      ASSERT_OK(internal::PagedPrefillAttentionTensorCore(p, Stream{}));
+    } else {
+      ASSERT_OK(PagedPrefillAttention(p, Stream{}));
+    }
     ASSERT_OK(SynchronizeStream(Stream{}));
   }
-  ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> got, d_out.Download());
+  ASSERT_OK_AND_ASSIGN(*got, d_out.Download());
   ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> q_after, d_q.Download());
   ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> k_after, d_k.Download());
   ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> v_after, d_v.Download());
@@ -388,10 +383,12 @@ void RunAttentionCase(const AttnCase& c, bool decode) {
   EXPECT_TRUE(SameBits(q_after, pb.q)) << "q was modified";
   EXPECT_TRUE(SameBits(k_after, pb.cache_k)) << "the K cache was modified";
   EXPECT_TRUE(SameBits(v_after, pb.cache_v)) << "the V cache was modified";
-  EXPECT_TRUE(AttentionOutputMatches(c, pb, got));
+  EXPECT_TRUE(AttentionOutputMatches(c, pb, *got));
+}
 
-  // The poisons must have mattered.
-  const int64_t width = c.q_heads * D;
+// The poisons must have mattered: the reference has rows that see them and rows that do not.
+void ExpectPoisonsMattered(const AttnCase& c, const AttnProblem& pb) {
+  const int64_t width = c.q_heads * c.head_dim;
   if (c.poison == AttnPoison::kNanInK || c.poison == AttnPoison::kNanInV) {
     int64_t nan_rows = 0, clean_rows = 0;
     for (int64_t t = 0; t < pb.tokens; ++t) {
@@ -405,22 +402,62 @@ void RunAttentionCase(const AttnCase& c, bool decode) {
       for (int64_t t = 0; t < pb.tokens; ++t) {
         if (pb.row_want[t] != RowWant::kReference) continue;
         EXPECT_FALSE(std::isnan(pb.want[t * width + 4])) << "row " << t;
-        EXPECT_FALSE(std::isnan(pb.want[t * width + pb.group * D + 5])) << "row " << t;
+        EXPECT_FALSE(std::isnan(pb.want[t * width + pb.group * c.head_dim + 5])) << "row " << t;
       }
     }
   }
+  if (c.poison == AttnPoison::kInfInV) {  // +inf in dim 5, -inf in dim 6 of the rows that see it
+    int64_t inf_rows = 0, clean_rows = 0;
+    for (int64_t t = 0; t < pb.tokens; ++t) {
+      if (pb.row_want[t] != RowWant::kReference) continue;
+      const float d5 = pb.want[t * width + 5], d6 = pb.want[t * width + 6];
+      if (d5 == INFINITY && d6 == -INFINITY) ++inf_rows;
+      if (std::isfinite(d5) && std::isfinite(d6)) ++clean_rows;
+    }
+    EXPECT_GT(inf_rows, 0) << "the infs reached no row";
+    EXPECT_GT(clean_rows, 0) << "the infs reached every row";
+  }
 }
 
+}  // namespace
+
+void gpu_test::RunAttentionCase(const AttnCase& c, const std::vector<AttnOp>& ops) {
+  const bool decode = !ops.empty() && ops.front() == AttnOp::kDecode;
+  const AttnProblem pb = BuildProblem(c, decode);
+  ExpectPoisonsMattered(c, pb);
+  std::vector<uint16_t> public_out, tensor_core_out;
+  for (AttnOp op : ops) {
+    ASSERT_EQ(op == AttnOp::kDecode, decode) << "prefill and decode ops in one call";
+    static constexpr const char* kNames[] = {"public PagedPrefillAttention",
+                                             "PagedPrefillAttentionSimt",
+                                             "PagedPrefillAttentionTensorCore",
+                                             "PagedDecodeAttention"};
+    SCOPED_TRACE(kNames[static_cast<int>(op)]);
+    std::vector<uint16_t> got;
+    RunAttentionOp(c, pb, op, &got);
+    if (::testing::Test::HasFatalFailure()) return;
+    if (op == AttnOp::kPrefill) public_out = std::move(got);
+    if (op == AttnOp::kPrefillTensorCore) tensor_core_out = std::move(got);
+  }
+  if (!public_out.empty() && !tensor_core_out.empty()) {
+    EXPECT_TRUE(SameBits(public_out, tensor_core_out))
+        << "the public op does not run the tensor-core kernel";
+  }
+}
+
+namespace {
+
 using PrefillAttentionMatchesReference = GpuCase<AttnCase>;
-TEST_P(PrefillAttentionMatchesReference, WithinBf16BandWithGuardsAndNanParity) {
-  RunAttentionCase(GetParam(), /*decode=*/false);
+TEST_P(PrefillAttentionMatchesReference, BothKernelsWithinBf16BandWithGuardsAndNanParity) {
+  RunAttentionCase(GetParam(),
+                   {AttnOp::kPrefill, AttnOp::kPrefillTensorCore, AttnOp::kPrefillSimt});
 }
 INSTANTIATE_TEST_SUITE_P(CudaOps, PrefillAttentionMatchesReference,
                          ::testing::ValuesIn(PrefillCases()), NameOf<AttnCase>);
 
 using DecodeAttentionMatchesReference = GpuCase<AttnCase>;
 TEST_P(DecodeAttentionMatchesReference, WithinBf16BandWithGuardsAndNanParity) {
-  RunAttentionCase(GetParam(), /*decode=*/true);
+  RunAttentionCase(GetParam(), {AttnOp::kDecode});
 }
 INSTANTIATE_TEST_SUITE_P(CudaOps, DecodeAttentionMatchesReference,
                          ::testing::ValuesIn(DecodeCases()), NameOf<AttnCase>);
