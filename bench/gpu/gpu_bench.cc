@@ -25,7 +25,9 @@
 //     CudaRankCompute::EnqueueStep does (same shapes, same decode split choice), on weights
 //     filled on the device: where the time of a step goes. Runner is the only copy of the
 //     chain here, kept for this breakdown alone;
-//  6. device memory of the compute: weights, KV cache, the rest.
+//  6. device memory of the compute: weights, KV cache, the rest;
+//  7. prefill attention alone (bench/gpu/attention_kernels.cc): one layer of a 2048-token
+//     causal prompt through the tensor-core kernel and the CUDA-core kernel, in TFLOP/s.
 // The table puts every step beside its roofline, max(bytes / copy bandwidth, FLOPs / GEMM
 // rate) with bytes = every matmul weight once + the K/V rows read (activations left out), and
 // marks the goals: batch-1 decode >= 85% of that roofline, batch-64 decode >= 7,000 tokens/s,
@@ -61,6 +63,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/gpu/attention_kernels.h"
 #include "bench/gpu/fill.h"
 #include "bench/gpu/random_weights.h"
 #include "bench/gpu/step_timing.h"
@@ -764,6 +767,10 @@ int Main(int argc, char** argv) {
     breakdowns = MeasureBreakdown(config, stream, &gemm, {decodes[0], decodes[2], prefills[1]});
     Progress("per-op breakdown measured");
   }
+  // 6. Prefill attention alone: the tensor-core kernel against the CUDA-core one.
+  const AttentionKernelTimes attention =
+      TimePrefillAttentionKernels(config, tiny ? 256 : 2048, stream);
+  Progress("prefill attention kernels measured");
   CheckCuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
 
   // ---- the tables ----
@@ -860,6 +867,19 @@ int Main(int argc, char** argv) {
     }
     std::printf("\n");
   }
+  std::printf("\n### prefill attention alone: one layer, one %lld-token causal prompt, %d/%d "
+              "heads of %d (CUDA events, median)\n\n| kernel | ms | TFLOP/s | %% of the GEMM "
+              "rate |\n|---|---:|---:|---:|\n",
+              static_cast<long long>(attention.tokens), config.num_heads, config.num_kv_heads,
+              config.head_dim);
+  for (const auto& [name, ms] : {std::pair<const char*, double>{"tensor cores (mma.sync)",
+                                                                attention.tensor_core_ms},
+                                 {"CUDA cores (fp32 FMA)", attention.simt_ms}}) {
+    const double rate = attention.flops / (ms * 1e-3);
+    std::printf("| %s | %.3f | %.1f | %.0f%% |\n", name, ms, rate / 1e12, 100.0 * rate / gemm_rate);
+  }
+  std::printf("\nlargest |difference| between the two kernels' outputs: %.3g (bf16 results)\n",
+              attention.max_abs_diff);
   Progress("done");
   if (!failures.empty()) {
     for (const std::string& f : failures) {
