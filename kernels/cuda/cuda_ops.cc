@@ -14,10 +14,6 @@
 #include "kernels/cuda/launch.h"
 
 namespace tpserve::kernels::cuda {
-namespace internal {
-// sampling.cu (declared here rather than in launch.h, which this change does not touch).
-int LaunchSampleTokens(const SampleTokensParams& p, Stream stream);
-}  // namespace internal
 namespace {
 
 // A grid's x dimension holds at most 2^31 - 1 blocks (one per token); capping every size there
@@ -128,6 +124,7 @@ constexpr CudaOpInfo kRegistry[] = {
     {"PagedPrefillAttention", "bf16 q, bf16 paged K/V cache -> bf16 out, ragged causal GQA"},
     {"PagedDecodeAttention", "bf16 q (1 token/seq), bf16 paged K/V -> bf16 out, split-K"},
     {"SampleTokens", "fp32 logits [rows, vocab] -> int32 token, fp32 logprob, top-N per row"},
+    {"GatherRows", "bf16 src [src_rows, dim], int32 indices [rows] -> bf16 [rows, dim]"},
 };
 
 }  // namespace
@@ -283,6 +280,18 @@ absl::Status SampleTokens(const SampleTokensParams& p, Stream stream) {
     RETURN_IF_ERROR(CheckPointer(kOp, "top_logprobs", p.top_logprobs));
   }
   return LaunchStatus(kOp, internal::LaunchSampleTokens(p, stream));
+}
+
+absl::Status GatherRows(const GatherRowsParams& p, Stream stream) {
+  constexpr absl::string_view kOp = "cuda::GatherRows";
+  RETURN_IF_ERROR(CheckTokens(kOp, p.rows));
+  RETURN_IF_ERROR(CheckSize(kOp, "src_rows", p.src_rows));
+  RETURN_IF_ERROR(CheckSize(kOp, "dim", p.dim));
+  if (p.rows == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckPointer(kOp, "src", p.src));
+  RETURN_IF_ERROR(CheckPointer(kOp, "indices", p.indices));
+  RETURN_IF_ERROR(CheckPointer(kOp, "out", p.out));
+  return LaunchStatus(kOp, internal::LaunchGatherRows(p, stream));
 }
 
 int64_t DecodeAttentionWorkspaceBytes(int64_t num_seqs, int64_t q_heads, int64_t head_dim,

@@ -1,7 +1,8 @@
 // The decoder's CUDA ops (layer: kernels/cuda; a plain C++ header: no CUDA types, callers need
 // no CUDA headers). The ops of one decoder step (embedding, norms, RoPE, SwiGLU, KV-cache
 // writes, the cuBLASLt GEMM and paged attention), each a counterpart of an op in kernels/ops.h
-// with bf16 storage and fp32 math; the argument structs and the
+// with bf16 storage and fp32 math, plus the step's tail: the gather of the rows whose logits
+// are wanted and sampling. The argument structs and the
 // activation-dtype contract (fp32 residual stream, bf16 everywhere else) are in
 // kernels/cuda/cuda_types.h.
 //
@@ -16,13 +17,14 @@
 //    2^31 - 1 tokens, a dimension above 2^31 - 1); OK with nothing enqueued for zero tokens;
 //    otherwise the status of the launch (kernels::cuda::CudaErrorToStatus). Faults while a
 //    kernel runs surface at the next synchronisation.
-//  - Values the host cannot check without waiting (token ids, positions, slots) are checked
-//    on the device and never cause an out-of-bounds access: what happens to an out-of-range
-//    one is stated per op.
+//  - Values the host cannot check without waiting (token ids, positions, slots, row indices)
+//    are checked on the device and never cause an out-of-bounds access: what happens to an
+//    out-of-range one is stated per op.
 //  - Thread safety: one call at a time per output buffer; calls on different streams with
 //    disjoint outputs may run concurrently.
-// Tested against the CPU references (kernels::ref) by tests/gpu/cuda_ops_test.cc; every op
-// here must appear in RegisteredCudaOps() and have cases there (the test fails otherwise).
+// Tested against the CPU references (kernels::ref; GatherRows against a plain host copy) by
+// tests/gpu/cuda_ops_test.cc; every op here must appear in RegisteredCudaOps() and have cases
+// there (the test fails otherwise).
 #pragma once
 
 #include <cstddef>
@@ -178,6 +180,16 @@ int64_t DecodeAttentionWorkspaceBytes(int64_t num_seqs, int64_t q_heads, int64_t
 // otherwise or for a null pointer the call needs (seen lists only when num_seen > 0, top
 // outputs only when top_n > 0; token_logprobs may be null).
 [[nodiscard]] absl::Status SampleTokens(const SampleTokensParams& p, Stream stream);
+
+// ------------------------------------- row gather -------------------------------------------
+
+// out[i, :] = src[indices[i], :] for i in [0, rows): an exact copy of the bf16 bits (NaN
+// payloads included); indices may repeat and need not be sorted. One block per output row.
+// An index outside [0, src_rows) (checked on the device) makes that output row all NaN
+// (bf16 0x7fc0) and reads nothing of src. Limits: rows in [0, 2^31 - 1] (0: OK, nothing
+// enqueued), src_rows and dim in [1, 2^31 - 1]; InvalidArgument otherwise or for a null
+// pointer when rows > 0.
+[[nodiscard]] absl::Status GatherRows(const GatherRowsParams& p, Stream stream);
 
 // The registry of the CUDA ops above: one entry per public op, in declaration order. The
 // backend-ops test checks that it has cases for every name here, so an op added to this

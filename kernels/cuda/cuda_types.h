@@ -236,6 +236,18 @@ struct SampleTokensParams {
   float* top_logprobs = nullptr;
 };
 
+// ---------------------------------------------------------------------------------------------
+// Row gather (kernels/cuda/gather_rows.cu): out[i, :] = src[indices[i], :], the bf16 bits
+// copied exactly (the worker picks the rows of a step whose logits are wanted).
+struct GatherRowsParams {
+  const uint16_t* src = nullptr;     // [src_rows, dim] bf16 row-major
+  const int32_t* indices = nullptr;  // [rows] int32: the src row of each output row
+  uint16_t* out = nullptr;           // [rows, dim] bf16 row-major; must not overlap src
+  int64_t rows = 0;                  // output rows
+  int64_t src_rows = 0;              // rows of src (the valid index range is [0, src_rows))
+  int64_t dim = 0;                   // elements per row
+};
+
 // The sampler's random number, the same formula as worker/sampler.cc's PhiloxUniform
 // (Philox4x32-10 of counter (lo, hi, 0, 0) under key (seed lo, seed hi), first word mapped to
 // [0, 1) with 24 bits). Host and device share this one definition, so a host test can check it

@@ -14,6 +14,8 @@ int LaunchAddRmsNorm(const AddRmsNormParams& p, Stream stream);    // rms_norm.c
 int LaunchApplyRope(const RopeParams& p, Stream stream);           // rope.cu
 int LaunchSwiGlu(const SwiGluParams& p, Stream stream);            // swiglu.cu
 int LaunchWriteKvCache(const WriteKvCacheParams& p, Stream stream);  // kv_cache.cu
+int LaunchSampleTokens(const SampleTokensParams& p, Stream stream);  // sampling.cu
+int LaunchGatherRows(const GatherRowsParams& p, Stream stream);      // gather_rows.cu
 
 // attention_internal.cc, which dispatches to the tensor-core or the CUDA-core kernel:
 // q_token_stride and max_seq_tokens resolved (non-zero).

@@ -25,8 +25,6 @@
 
 namespace tpserve::kernels::cuda::internal {
 
-int LaunchSampleTokens(const SampleTokensParams& p, Stream stream);
-
 namespace {
 
 constexpr int kThreads = 512;

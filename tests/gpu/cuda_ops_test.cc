@@ -16,6 +16,7 @@
 //  - exact (bit for bit; NaN matches any NaN): Embedding, WriteKvCache, the residual update
 //    of AddRmsNorm (one fp32 add on both sides), ApplyRope (bf16 of the reference's fp32
 //    result: both sides compute without fused multiply-adds);
+//  - exact including NaN payloads: GatherRows (a copy; its reference is a plain host copy);
 //  - bf16 band: AddRmsNorm's and SwiGlu's bf16 outputs against the fp32 reference:
 //    |gpu - ref| <= 2^-7 * |ref| + 1e-6 * max|ref| per element, i.e. within one bf16 ulp of the
 //    exact value (round-to-nearest alone gives half an ulp; the other half covers fp32 sum order
@@ -455,6 +456,98 @@ TEST_P(WriteKvCacheMatchesReference, ExactAndTouchesOnlyItsSlots) {
 INSTANTIATE_TEST_SUITE_P(CudaOps, WriteKvCacheMatchesReference, ::testing::ValuesIn(KvCases()),
                          NameOf<KvCase>);
 
+// ============================== GatherRows ==============================
+// Tolerance: exact bits, NaN payloads included (the op copies); a row with an out-of-range index
+// is bf16 0x7fc0 exactly (so a row the kernel forgets, still the 0x7fde sentinel, fails).
+struct GatherRowsCase {
+  std::string name;
+  int64_t rows, src_rows, dim;
+  bool repeats = false;       // indices repeat and run backwards
+  bool out_of_range = false;  // three indices are -1, src_rows and INT32_MAX
+  bool nan_payloads = false;  // picked src rows hold NaN payloads, infs and subnormals
+};
+void PrintTo(const GatherRowsCase& c, std::ostream* os) { *os << c.name; }
+const std::vector<GatherRowsCase>& GatherRowsCases() {
+  static const std::vector<GatherRowsCase> cases = {
+      {"logits_1row_hidden4096", 1, 7, 4096},
+      {"7rows_of_33_hidden576", 7, 33, 576},
+      {"33rows_hidden577_odd", 33, 40, 577},
+      {"300rows_hidden5120", 300, 512, 5120},
+      {"5rows_dim1", 5, 9, 1},
+      {"repeated_and_reversed_indices", 6, 4, 130, true},
+      {"out_of_range_indices_are_nan_rows", 7, 12, 300, false, true},
+      {"nan_payloads_copied_exactly", 4, 5, 64, false, false, true},
+  };
+  return cases;
+}
+using GatherRowsMatchesReference = GpuCase<GatherRowsCase>;
+
+TEST_P(GatherRowsMatchesReference, ExactBitsWithGuards) {
+  const GatherRowsCase& c = GetParam();
+  std::mt19937 rng(SeedOf(c.name));
+  std::vector<uint16_t> src = RandomBf16(c.src_rows * c.dim, rng, 3.0f);
+  std::vector<int32_t> indices(c.rows);
+  if (c.repeats) {
+    for (int64_t i = 0; i < c.rows; ++i) {
+      indices[i] = static_cast<int32_t>((c.rows - 1 - i) % c.src_rows);
+    }
+  } else {
+    ASSERT_LE(c.rows, c.src_rows);
+    std::vector<int32_t> all(c.src_rows);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    std::copy_n(all.begin(), c.rows, indices.begin());
+  }
+  if (c.out_of_range) {
+    indices[0] = -1;
+    indices[3] = static_cast<int32_t>(c.src_rows);
+    indices[c.rows - 1] = std::numeric_limits<int32_t>::max();
+  }
+  if (c.nan_payloads) {
+    const uint16_t odd[] = {0x7fc1u, 0xffffu, 0x7f81u, kBf16PosInf, kBf16NegInf, 0x0001u};
+    for (int i = 0; i < 6; ++i) src[indices[i % 2] * c.dim + i] = odd[i];
+  }
+
+  // Reference: a plain host copy; rows with an index outside [0, src_rows) are bf16 NaN 0x7fc0.
+  std::vector<uint16_t> want(c.rows * c.dim);
+  for (int64_t i = 0; i < c.rows; ++i) {
+    const int32_t r = indices[i];
+    if (r < 0 || r >= c.src_rows) {
+      std::fill_n(want.begin() + i * c.dim, c.dim, kBf16QNan);
+    } else {
+      std::copy_n(src.begin() + r * c.dim, c.dim, want.begin() + i * c.dim);
+    }
+  }
+
+  ASSERT_OK_AND_ASSIGN(auto d_src, GuardedDevice<uint16_t>::Create(src));
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_indices, Upload(indices));
+  ASSERT_OK_AND_ASSIGN(auto out, GuardedDevice<uint16_t>::Unwritten(want.size()));
+  GatherRowsParams p;
+  p.src = d_src.data();
+  p.indices = d_indices.as<int32_t>();
+  p.out = out.data();
+  p.rows = c.rows;
+  p.src_rows = c.src_rows;
+  p.dim = c.dim;
+  ASSERT_OK(GatherRows(p, Stream{}));
+  ASSERT_OK(SynchronizeStream(Stream{}));
+  ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> got, out.Download());
+  ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> got_src, d_src.Download());
+  EXPECT_TRUE(out.GuardsIntact());
+  EXPECT_TRUE(d_src.GuardsIntact());
+  EXPECT_TRUE(got_src == src) << "src was modified";
+  const auto [g, w] = std::mismatch(got.begin(), got.end(), want.begin());
+  EXPECT_TRUE(g == got.end()) << "element " << (g - got.begin()) << " (row "
+                              << (g - got.begin()) / c.dim << "): got bits 0x" << std::hex
+                              << (g == got.end() ? 0 : *g) << ", want 0x"
+                              << (w == want.end() ? 0 : *w);
+  if (c.nan_payloads) {
+    EXPECT_EQ(want[c.dim + 1], 0xffffu) << "poison did not land";
+  }
+}
+INSTANTIATE_TEST_SUITE_P(CudaOps, GatherRowsMatchesReference,
+                         ::testing::ValuesIn(GatherRowsCases()), NameOf<GatherRowsCase>);
+
 // ============================== registry ==============================
 
 // Every op tested above or in the other files of this test (cuda_gemm_test.cc,
@@ -467,6 +560,7 @@ std::map<std::string_view, size_t> TestedOps() {
       {"PagedPrefillAttention", PrefillAttentionCaseCount()},
       {"PagedDecodeAttention", DecodeAttentionCaseCount()},
       {"SampleTokens", SampleTokensCaseCount()},
+      {"GatherRows", GatherRowsCases().size()},
   };
 }
 
@@ -566,6 +660,20 @@ TEST(CudaHostChecks, BadArgumentsAreInvalidArgumentAndZeroTokensIsANoOp) {
   kv.k_token_stride = 0;
   kv.cache.block_size = 0;
   EXPECT_EQ(WriteKvCache(kv, Stream{}).code(), kInvalid);
+
+  EXPECT_TRUE(GatherRows({nullptr, nullptr, nullptr, 0, 4, 16}, Stream{}).ok());
+  GatherRowsParams gather{h, i32, h, 1, 4, 16};
+  gather.src_rows = 0;
+  EXPECT_EQ(GatherRows(gather, Stream{}).code(), kInvalid);
+  gather.src_rows = 4;
+  gather.dim = int64_t{1} << 31;
+  EXPECT_EQ(GatherRows(gather, Stream{}).code(), kInvalid);
+  gather.dim = 16;
+  gather.indices = nullptr;
+  EXPECT_EQ(GatherRows(gather, Stream{}).code(), kInvalid);
+  gather.indices = i32;
+  gather.rows = -1;
+  EXPECT_EQ(GatherRows(gather, Stream{}).code(), kInvalid);
 }
 
 }  // namespace

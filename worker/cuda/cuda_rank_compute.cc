@@ -1,6 +1,7 @@
 // CudaRankCompute (cuda_rank_compute.h): one rank's step on one GPU, chaining the ops of
 // kernels/cuda/cuda_ops.h as bench/gpu/gpu_bench.cc's Runner does, with the meaning of
-// CpuRankCompute (worker/cpu_rank_compute.cc).
+// CpuRankCompute (worker/cpu_rank_compute.cc). Plain C++: streams, pinned staging, events,
+// graphs and copies come from kernels/cuda/device_runtime.h, never from CUDA headers.
 //
 // Device memory of one rank:
 //  - weights: one allocation, every matrix and norm vector as bf16, 256-byte aligned pieces;
@@ -28,8 +29,6 @@
 // captured graph stays correct for every later context.
 #include "worker/cuda/cuda_rank_compute.h"
 
-#include <cuda_runtime_api.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -45,8 +44,8 @@
 #include "common/status.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/device_runtime.h"
 #include "worker/cuda/create_checks.h"
-#include "worker/cuda/row_ops.h"
 
 namespace tpserve {
 namespace {
@@ -60,12 +59,10 @@ constexpr int64_t kMinKeysPerSplit = 128;
 constexpr int64_t kReservedLogitsRows = 256;
 // Host->device chunk of the weight upload (two of them in pinned memory, double-buffered).
 constexpr int64_t kUploadChunkBytes = int64_t{16} << 20;
+// Smallest pinned staging allocation: small steps then share one.
+constexpr size_t kMinStagingBytes = size_t{64} << 10;
 
 int64_t AlignUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
-
-absl::Status Cuda(cudaError_t err, absl::string_view what) {
-  return kc::CudaErrorToStatus(static_cast<int>(err), what);
-}
 
 absl::Status Prefixed(const absl::Status& s, absl::string_view what) {
   if (s.ok()) return s;
@@ -77,35 +74,12 @@ std::string Bytes(double b) {
                       static_cast<int64_t>(std::llround(b / (1024.0 * 1024.0))), " MiB)");
 }
 
-// Page-locked host memory, grown on demand; contents are not kept across growth.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() {
-    if (data_ != nullptr) (void)cudaFreeHost(data_);
-  }
-  // Only when no copy from or to the buffer is still queued.
-  absl::Status Reserve(size_t bytes) {
-    if (bytes <= size_) return absl::OkStatus();
-    if (data_ != nullptr) (void)cudaFreeHost(data_);
-    data_ = nullptr;
-    size_ = 0;
-    const size_t want = std::max(bytes, size_t{64} << 10);
-    void* p = nullptr;
-    RETURN_IF_ERROR(Cuda(cudaHostAlloc(&p, want, cudaHostAllocDefault),
-                         absl::StrCat("cudaHostAlloc(", want, " bytes of staging)")));
-    data_ = static_cast<uint8_t*>(p);
-    size_ = want;
-    return absl::OkStatus();
-  }
-  uint8_t* data() const { return data_; }
-
- private:
-  uint8_t* data_ = nullptr;
-  size_t size_ = 0;
-};
+// Grows pinned staging to at least `bytes` (contents are not kept). Only when no copy from or
+// to the buffer is still queued.
+absl::Status ReserveStaging(kc::PinnedHostBuffer& buf, size_t bytes) {
+  if (bytes <= buf.size()) return absl::OkStatus();
+  return Prefixed(buf.Reserve(std::max(bytes, kMinStagingBytes)), "pinned staging");
+}
 
 // Carves aligned regions out of one staging area: Add() returns each region's offset.
 struct Carver {
@@ -193,16 +167,17 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   CudaComputeStats stats() const override { return stats_; }
 
  private:
-  kc::Stream stream() const { return kc::Stream{stream_}; }
+  kc::Stream stream() const { return stream_.get(); }
   absl::Status SetDevice() const {
-    return Prefixed(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"),
-                    absl::StrCat("CUDA device ", options_.device));
+    return Prefixed(kc::SetDevice(options_.device), absl::StrCat("CUDA device ", options_.device));
   }
   absl::Status Sync() { return kc::SynchronizeStream(stream()); }
-  absl::Status CopyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                         absl::string_view what) {
-    if (bytes == 0) return absl::OkStatus();
-    return Cuda(cudaMemcpyAsync(dst, src, bytes, kind, stream_), what);
+  // Asynchronous copies on the compute's stream (nothing for 0 bytes).
+  absl::Status Upload(void* dst, const void* src, size_t bytes, absl::string_view what) {
+    return Prefixed(kc::CopyHostToDeviceAsync(dst, src, bytes, stream()), what);
+  }
+  absl::Status Download(void* dst, const void* src, size_t bytes, absl::string_view what) {
+    return Prefixed(kc::CopyDeviceToHostAsync(dst, src, bytes, stream()), what);
   }
 
   absl::Status UploadWeights(const ShardWeights& w);
@@ -230,7 +205,7 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   const CudaComputeOptions options_;
   const int64_t h_, d_, lq_, lkv_, mlp_, qkv_rows_, vocab_local_;
 
-  cudaStream_t stream_ = nullptr;
+  kc::OwnedStream stream_;
   int multiprocessors_ = 0;
   kc::GemmHandle gemm_;
 
@@ -242,7 +217,7 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   int64_t capacity_ = 0;
   kc::DeviceBuffer residual_, normed_, qkv_, attn_, delta_, gate_up_, act_;
   kc::DeviceBuffer ids_, positions_, slots_, seqs_, tables_, decode_ws_;
-  PinnedBuffer meta_staging_, head_staging_, sample_staging_;
+  kc::PinnedHostBuffer meta_staging_, head_staging_, sample_staging_;
 
   // Logits and sampling (last stage), for head_capacity_ rows.
   int64_t head_capacity_ = 0;
@@ -254,22 +229,19 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   int64_t kv_blocks_ = 0, kv_block_size_ = 0;
 
   int64_t step_tokens_ = -1;  // rows of the last successful Forward; -1: none
-  std::map<int64_t, cudaGraphExec_t> graphs_;  // by padded decode batch
+  std::map<int64_t, kc::ExecutableGraph> graphs_;  // by padded decode batch
   CudaComputeStats stats_;
 };
 
 CudaRankComputeImpl::~CudaRankComputeImpl() {
   if (!SetDevice().ok()) return;
-  if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+  if (stream().handle != nullptr) (void)kc::SynchronizeStream(stream());
   DropGraphs();
-  if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+  stream_ = kc::OwnedStream();
   // The DeviceBuffers free themselves after this.
 }
 
-void CudaRankComputeImpl::DropGraphs() {
-  for (auto& [rows, exec] : graphs_) (void)cudaGraphExecDestroy(exec);
-  graphs_.clear();
-}
+void CudaRankComputeImpl::DropGraphs() { graphs_.clear(); }
 
 absl::Status CudaRankComputeImpl::Init(const ShardWeights& weights) {
   const int devices = CudaDeviceCount();
@@ -282,11 +254,8 @@ absl::Status CudaRankComputeImpl::Init(const ShardWeights& weights) {
                                                " does not exist: ", devices, " visible"));
   }
   if (absl::Status s = SetDevice(); !s.ok()) return absl::UnavailableError(s.message());
-  RETURN_IF_ERROR(Cuda(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount,
-                                              options_.device),
-                       "cudaDeviceGetAttribute(multiprocessors)"));
-  RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
-                       "cudaStreamCreateWithFlags"));
+  ASSIGN_OR_RETURN(multiprocessors_, kc::MultiprocessorCount(options_.device));
+  ASSIGN_OR_RETURN(stream_, kc::OwnedStream::Create());
   ASSIGN_OR_RETURN(gemm_, kc::GemmHandle::Create());
   RETURN_IF_ERROR(UploadWeights(weights));
 
@@ -295,10 +264,8 @@ absl::Status CudaRankComputeImpl::Init(const ShardWeights& weights) {
   kernels::BuildRopeTable(config_.rope_theta, d_, max_pos, cos.data(), sin.data());
   RETURN_IF_ERROR(Grow(rope_cos_, static_cast<int64_t>(cos.size() * 4), "RoPE cos table"));
   RETURN_IF_ERROR(Grow(rope_sin_, static_cast<int64_t>(sin.size() * 4), "RoPE sin table"));
-  RETURN_IF_ERROR(CopyAsync(rope_cos_.data(), cos.data(), cos.size() * 4,
-                            cudaMemcpyHostToDevice, "upload RoPE cos"));
-  RETURN_IF_ERROR(CopyAsync(rope_sin_.data(), sin.data(), sin.size() * 4,
-                            cudaMemcpyHostToDevice, "upload RoPE sin"));
+  RETURN_IF_ERROR(Upload(rope_cos_.data(), cos.data(), cos.size() * 4, "upload RoPE cos"));
+  RETURN_IF_ERROR(Upload(rope_sin_.data(), sin.data(), sin.size() * 4, "upload RoPE sin"));
 
   // The decode workspace for the largest num_seqs * splits any batch asks for.
   int64_t ws = 0;
@@ -343,8 +310,8 @@ absl::Status CudaRankComputeImpl::UploadWeights(const ShardWeights& w) {
   }
   int64_t total = 0;
   for (const Piece& p : pieces) total += AlignUp(p.elems * 2, kAlignBytes);
-  size_t free_bytes = 0, total_bytes = 0;
-  RETURN_IF_ERROR(Cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
+  ASSIGN_OR_RETURN(const kc::DeviceMemoryInfo memory, kc::DeviceMemory());
+  const size_t free_bytes = memory.free_bytes, total_bytes = memory.total_bytes;
   if (static_cast<double>(total) > static_cast<double>(free_bytes)) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the weights of ", layout_.Describe(), " need ", Bytes(static_cast<double>(total)),
@@ -355,13 +322,18 @@ absl::Status CudaRankComputeImpl::UploadWeights(const ShardWeights& w) {
   RETURN_IF_ERROR(Grow(weights_, total, "the weights"));
 
   // Convert on the host into one half of the pinned staging while the other half uploads.
-  PinnedBuffer staging;
-  RETURN_IF_ERROR(staging.Reserve(2 * kUploadChunkBytes));
-  cudaEvent_t done[2] = {nullptr, nullptr};
+  kc::PinnedHostBuffer staging;
+  RETURN_IF_ERROR(ReserveStaging(staging, 2 * kUploadChunkBytes));
+  kc::Event done[2];
   absl::Status status;
-  for (cudaEvent_t& e : done) {
-    if (status.ok()) status = Cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming),
-                                   "cudaEventCreateWithFlags");
+  for (kc::Event& e : done) {
+    if (!status.ok()) break;
+    absl::StatusOr<kc::Event> created = kc::Event::Create();
+    if (created.ok()) {
+      e = std::move(created).value();
+    } else {
+      status = created.status();
+    }
   }
   auto* next = weights_.as<uint8_t>();
   int half = 0;
@@ -374,20 +346,17 @@ absl::Status CudaRankComputeImpl::UploadWeights(const ShardWeights& w) {
     const size_t src_elem = DTypeSize(p.dtype);
     for (int64_t at = 0; at < p.elems && status.ok(); at += kChunkElems) {
       const int64_t n = std::min(kChunkElems, p.elems - at);
-      status = Cuda(cudaEventSynchronize(done[half]), "upload weights");
+      status = Prefixed(done[half].Synchronize(), "upload weights");
       if (!status.ok()) break;
       auto* chunk = reinterpret_cast<uint16_t*>(staging.data() + half * kUploadChunkBytes);
       ToBf16(p.dtype, static_cast<const uint8_t*>(p.src) + at * src_elem, n, chunk);
-      status = CopyAsync(dst + at, chunk, static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice,
-                         "upload weights");
-      if (status.ok()) status = Cuda(cudaEventRecord(done[half], stream_), "cudaEventRecord");
+      status = Upload(dst + at, chunk, static_cast<size_t>(n) * 2, "upload weights");
+      if (status.ok()) status = done[half].Record(stream());
       half ^= 1;
     }
   }
+  // Wait before the events and the staging go: no queued copy may outlive its source.
   if (absl::Status s = Sync(); status.ok()) status = s;
-  for (cudaEvent_t e : done) {
-    if (e != nullptr) (void)cudaEventDestroy(e);
-  }
   return status;
 }
 
@@ -415,7 +384,7 @@ absl::Status CudaRankComputeImpl::EnsureScratch(int64_t rows) {
   RETURN_IF_ERROR(Grow(tables_, std::max<int64_t>(c, 1 << 14) * 4, "block tables"));
   // Rows no step has written yet (padding) then hold zeros, never stale NaN bit patterns.
   for (kc::DeviceBuffer* b : {&residual_, &normed_, &qkv_, &attn_, &delta_, &gate_up_, &act_}) {
-    RETURN_IF_ERROR(Cuda(cudaMemsetAsync(b->data(), 0, b->size(), stream_), "cudaMemsetAsync"));
+    RETURN_IF_ERROR(kc::MemsetAsync(b->data(), 0, b->size(), stream()));
   }
   capacity_ = c;
   return absl::OkStatus();
@@ -472,8 +441,8 @@ absl::StatusOr<int64_t> CudaRankComputeImpl::KvBlocksThatFit(int64_t block_size)
     return absl::InvalidArgumentError(absl::StrCat("KV block size ", block_size, " < 1"));
   }
   RETURN_IF_ERROR(SetDevice());
-  size_t free_bytes = 0, total_bytes = 0;
-  RETURN_IF_ERROR(Cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
+  ASSIGN_OR_RETURN(const kc::DeviceMemoryInfo memory, kc::DeviceMemory());
+  const size_t free_bytes = memory.free_bytes, total_bytes = memory.total_bytes;
   const double per_block = 2.0 * layout_.num_layers() * block_size * lkv_ * d_ * 2;
   // An existing cache is given back by AllocateKvCache before it allocates the new one.
   const double in_use = static_cast<double>(total_bytes - free_bytes) - kv_.size();
@@ -503,7 +472,8 @@ absl::Status CudaRankComputeImpl::AllocateKvCache(int64_t num_blocks, int64_t bl
   RETURN_IF_ERROR(Grow(kv_, bytes,
                        absl::StrCat("a KV cache of ", num_blocks, " blocks of ", block_size,
                                     " tokens (", Bytes(static_cast<double>(bytes)), ")")));
-  RETURN_IF_ERROR(Cuda(cudaMemsetAsync(kv_.data(), 0, kv_.size(), stream_), "zero the KV cache"));
+  RETURN_IF_ERROR(Prefixed(kc::MemsetAsync(kv_.data(), 0, kv_.size(), stream()),
+                           "zero the KV cache"));
   RETURN_IF_ERROR(Sync());
   kv_blocks_ = num_blocks;
   kv_block_size_ = block_size;
@@ -577,7 +547,7 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
     if (tp_group_ != nullptr) {
       RETURN_IF_ERROR(Prefixed(
           tp_group_->AllReduceSum(delta, static_cast<size_t>(t * h_), DeviceDType::kBf16,
-                                  stream_),
+                                  s.handle),
           "all-reduce of the attention output"));
     }
     RETURN_IF_ERROR(kc::AddRmsNorm({residual, delta, w.post_norm, normed, t, h_, eps}, s));
@@ -587,7 +557,7 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
     if (tp_group_ != nullptr) {
       RETURN_IF_ERROR(Prefixed(
           tp_group_->AllReduceSum(delta, static_cast<size_t>(t * h_), DeviceDType::kBf16,
-                                  stream_),
+                                  s.handle),
           "all-reduce of the MLP output"));
     }
   }
@@ -605,20 +575,17 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
 }
 
 absl::Status CudaRankComputeImpl::Capture(int64_t rows) {
-  RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
-                       "cudaStreamBeginCapture"));
-  const absl::Status enqueued = EnqueueStep(rows, rows, /*decode=*/true, /*max_seq_tokens=*/1);
-  cudaGraph_t graph = nullptr;
-  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
-  absl::Status status = enqueued.ok() ? Cuda(ended, "cudaStreamEndCapture") : enqueued;
-  cudaGraphExec_t exec = nullptr;
-  if (status.ok()) status = Cuda(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
-  if (graph != nullptr) (void)cudaGraphDestroy(graph);
-  if (!status.ok()) {
-    return Prefixed(status, absl::StrCat("capturing the decode step of ", rows,
-                                         " rows into a CUDA graph (graphs can be turned off)"));
+  // Thread-local capture mode (kc::CaptureGraph), then instantiation; the capture always ends,
+  // even when enqueueing failed, so the stream stays usable.
+  absl::StatusOr<kc::ExecutableGraph> exec = kc::CaptureGraph(stream(), [&] {
+    return EnqueueStep(rows, rows, /*decode=*/true, /*max_seq_tokens=*/1);
+  });
+  if (!exec.ok()) {
+    return Prefixed(exec.status(), absl::StrCat("capturing the decode step of ", rows,
+                                                " rows into a CUDA graph (graphs can be turned "
+                                                "off)"));
   }
-  graphs_[rows] = exec;
+  graphs_[rows] = std::move(exec).value();
   ++stats_.graph_captures;
   return absl::OkStatus();
 }
@@ -673,7 +640,7 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
                slots_at = c.Add(padded * 8),
                seqs_at = c.Add(padded_seqs * sizeof(kc::AttentionSeq)),
                tables_at = c.Add(total_blocks * 4);
-  RETURN_IF_ERROR(meta_staging_.Reserve(c.end));
+  RETURN_IF_ERROR(ReserveStaging(meta_staging_, c.end));
   uint8_t* st = meta_staging_.data();
   auto* ids = reinterpret_cast<int32_t*>(st + ids_at);
   auto* positions = reinterpret_cast<int32_t*>(st + pos_at);
@@ -695,29 +662,25 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
     next_block += q.num_blocks;
   }
   for (int64_t i = num_seqs; i < padded_seqs; ++i) seqs[i] = {i, 0, 0, nullptr, 0};
-  RETURN_IF_ERROR(CopyAsync(ids_.data(), ids, padded * 4, cudaMemcpyHostToDevice, "upload ids"));
-  RETURN_IF_ERROR(CopyAsync(positions_.data(), positions, padded * 4, cudaMemcpyHostToDevice,
-                            "upload positions"));
-  RETURN_IF_ERROR(CopyAsync(slots_.data(), slots, padded * 8, cudaMemcpyHostToDevice,
-                            "upload slots"));
-  RETURN_IF_ERROR(CopyAsync(seqs_.data(), seqs, padded_seqs * sizeof(kc::AttentionSeq),
-                            cudaMemcpyHostToDevice, "upload sequences"));
-  RETURN_IF_ERROR(CopyAsync(tables_.data(), tables, total_blocks * 4, cudaMemcpyHostToDevice,
-                            "upload block tables"));
+  RETURN_IF_ERROR(Upload(ids_.data(), ids, padded * 4, "upload ids"));
+  RETURN_IF_ERROR(Upload(positions_.data(), positions, padded * 4, "upload positions"));
+  RETURN_IF_ERROR(Upload(slots_.data(), slots, padded * 8, "upload slots"));
+  RETURN_IF_ERROR(Upload(seqs_.data(), seqs, padded_seqs * sizeof(kc::AttentionSeq),
+                         "upload sequences"));
+  RETURN_IF_ERROR(Upload(tables_.data(), tables, total_blocks * 4, "upload block tables"));
   if (!layout_.first_stage()) {
-    RETURN_IF_ERROR(CopyAsync(residual_.data(), hidden_in, tokens * h_ * 4,
-                              cudaMemcpyHostToDevice, "upload hidden_in"));
+    RETURN_IF_ERROR(Upload(residual_.data(), hidden_in, tokens * h_ * 4, "upload hidden_in"));
     if (padded > tokens) {
-      RETURN_IF_ERROR(Cuda(cudaMemsetAsync(residual_.as<float>() + tokens * h_, 0,
-                                           (padded - tokens) * h_ * 4, stream_),
-                           "clear padded rows"));
+      RETURN_IF_ERROR(Prefixed(kc::MemsetAsync(residual_.as<float>() + tokens * h_, 0,
+                                               (padded - tokens) * h_ * 4, stream()),
+                               "clear padded rows"));
     }
   }
 
   const bool graph = bucketed && options_.graphs;
   bool capture = false;
   if (auto it = graphs_.find(padded); graph && it != graphs_.end()) {
-    RETURN_IF_ERROR(Cuda(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch"));
+    RETURN_IF_ERROR(it->second.Launch(stream()));
     ++stats_.graph_launches;
   } else {
     RETURN_IF_ERROR(EnqueueStep(padded, padded_seqs, rows.decode, max_seq_tokens));
@@ -726,8 +689,8 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   }
   if (hidden_out != nullptr) {
     hidden_out->resize(tokens * h_);
-    RETURN_IF_ERROR(CopyAsync(hidden_out->data(), residual_.data(), tokens * h_ * 4,
-                              cudaMemcpyDeviceToHost, "download hidden_out"));
+    RETURN_IF_ERROR(Download(hidden_out->data(), residual_.data(), tokens * h_ * 4,
+                             "download hidden_out"));
   }
   RETURN_IF_ERROR(Sync());
   step_tokens_ = tokens;
@@ -760,15 +723,18 @@ absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
   // normed_ holds every row's final norm (EnqueueStep); pick the rows.
   const uint16_t* x = normed_.as<uint16_t>() + (consecutive ? rows[0] * h_ : 0);
   if (!consecutive) {
-    RETURN_IF_ERROR(head_staging_.Reserve(n * 4));
+    RETURN_IF_ERROR(ReserveStaging(head_staging_, n * 4));
     auto* idx = reinterpret_cast<int32_t*>(head_staging_.data());
     for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(rows[i]);
-    RETURN_IF_ERROR(CopyAsync(head_rows_.data(), idx, n * 4, cudaMemcpyHostToDevice,
-                              "upload logits rows"));
-    RETURN_IF_ERROR(Cuda(static_cast<cudaError_t>(cuda_compute::LaunchGatherRowsBf16(
-                             normed_.as<uint16_t>(), head_rows_.as<int32_t>(),
-                             head_in_.as<uint16_t>(), n, h_, stream_)),
-                         "gather logits rows"));
+    RETURN_IF_ERROR(Upload(head_rows_.data(), idx, n * 4, "upload logits rows"));
+    kc::GatherRowsParams gather;
+    gather.src = normed_.as<uint16_t>();
+    gather.indices = head_rows_.as<int32_t>();
+    gather.out = head_in_.as<uint16_t>();
+    gather.rows = n;
+    gather.src_rows = step_tokens_;  // every index was checked against it above
+    gather.dim = h_;
+    RETURN_IF_ERROR(Prefixed(kc::GatherRows(gather, s), "gather logits rows"));
     x = head_in_.as<uint16_t>();
   }
   const int64_t vocab = config_.vocab_size;
@@ -785,24 +751,25 @@ absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
     RETURN_IF_ERROR(gemm_.Gemm({x, lm_head_, y, kc::GemmOutput::kF32, n, vocab_local_, h_}, s));
   }
   if (vocab_local_ != shard) {
-    RETURN_IF_ERROR(Cuda(cudaMemsetAsync(padded, 0, n * shard * 4, stream_), "pad logits"));
+    RETURN_IF_ERROR(Prefixed(kc::MemsetAsync(padded, 0, n * shard * 4, s), "pad logits"));
     if (vocab_local_ > 0) {
-      RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(padded, shard * 4, shard_logits_.data(),
-                                             vocab_local_ * 4, vocab_local_ * 4, n,
-                                             cudaMemcpyDeviceToDevice, stream_),
-                           "pad logits"));
+      RETURN_IF_ERROR(Prefixed(
+          kc::CopyDeviceToDevice2DAsync(padded, shard * 4, shard_logits_.data(),
+                                        vocab_local_ * 4, vocab_local_ * 4, n, s),
+          "pad logits"));
     }
   }
   RETURN_IF_ERROR(Prefixed(tp_group_->AllGather(padded, static_cast<size_t>(n * shard * 4),
-                                                gathered_.data(), stream_),
+                                                gathered_.data(), s.handle),
                            "all-gather of the vocab shards"));
   for (int t = 0; t < layout_.tp; ++t) {
     const int64_t begin = t * shard, count = std::min(shard, vocab - begin);
     if (count <= 0) continue;
-    RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(logits_.as<float>() + begin, vocab * 4,
-                                           gathered_.as<float>() + t * n * shard, shard * 4,
-                                           count * 4, n, cudaMemcpyDeviceToDevice, stream_),
-                         "reassemble logits"));
+    RETURN_IF_ERROR(Prefixed(
+        kc::CopyDeviceToDevice2DAsync(logits_.as<float>() + begin, vocab * 4,
+                                      gathered_.as<float>() + t * n * shard, shard * 4,
+                                      count * 4, n, s),
+        "reassemble logits"));
   }
   return absl::OkStatus();
 }
@@ -812,8 +779,8 @@ absl::Status CudaRankComputeImpl::Logits(std::span<const int64_t> rows,
   RETURN_IF_ERROR(DeviceLogits(rows));
   const int64_t n = static_cast<int64_t>(rows.size());
   logits->resize(n * config_.vocab_size);
-  RETURN_IF_ERROR(CopyAsync(logits->data(), logits_.data(), logits->size() * 4,
-                            cudaMemcpyDeviceToHost, "download logits"));
+  RETURN_IF_ERROR(Download(logits->data(), logits_.data(), logits->size() * 4,
+                           "download logits"));
   return Sync();
 }
 
@@ -841,7 +808,7 @@ absl::Status CudaRankComputeImpl::Sample(std::span<const SampleRow> rows,
   Carver c;
   const size_t params_at = c.Add(n * sizeof(kc::SamplingRow)), offsets_at = c.Add((n + 1) * 4),
                seen_at = c.Add(num_seen * 4);
-  RETURN_IF_ERROR(sample_staging_.Reserve(c.end));
+  RETURN_IF_ERROR(ReserveStaging(sample_staging_, c.end));
   auto* params = reinterpret_cast<kc::SamplingRow*>(sample_staging_.data() + params_at);
   auto* offsets = reinterpret_cast<int32_t*>(sample_staging_.data() + offsets_at);
   auto* seen = reinterpret_cast<int32_t*>(sample_staging_.data() + seen_at);
@@ -856,12 +823,10 @@ absl::Status CudaRankComputeImpl::Sample(std::span<const SampleRow> rows,
   }
   offsets[n] = next;
   RETURN_IF_ERROR(Grow(seen_ids_, num_seen * 4, "seen tokens"));
-  RETURN_IF_ERROR(CopyAsync(sample_params_.data(), params, n * sizeof(kc::SamplingRow),
-                            cudaMemcpyHostToDevice, "upload sampling parameters"));
-  RETURN_IF_ERROR(CopyAsync(seen_offsets_.data(), offsets, (n + 1) * 4, cudaMemcpyHostToDevice,
-                            "upload seen offsets"));
-  RETURN_IF_ERROR(CopyAsync(seen_ids_.data(), seen, num_seen * 4, cudaMemcpyHostToDevice,
-                            "upload seen tokens"));
+  RETURN_IF_ERROR(Upload(sample_params_.data(), params, n * sizeof(kc::SamplingRow),
+                         "upload sampling parameters"));
+  RETURN_IF_ERROR(Upload(seen_offsets_.data(), offsets, (n + 1) * 4, "upload seen offsets"));
+  RETURN_IF_ERROR(Upload(seen_ids_.data(), seen, num_seen * 4, "upload seen tokens"));
   kc::SampleTokensParams p;
   p.logits = logits_.as<float>();
   p.rows = n;
@@ -879,14 +844,11 @@ absl::Status CudaRankComputeImpl::Sample(std::span<const SampleRow> rows,
   RETURN_IF_ERROR(kc::SampleTokens(p, stream()));
   std::vector<int32_t> tokens(n), top_ids(n * top_n);
   std::vector<float> token_logprobs(n), top_logprobs(n * top_n);
-  RETURN_IF_ERROR(CopyAsync(tokens.data(), p.tokens, n * 4, cudaMemcpyDeviceToHost,
-                            "download sampled tokens"));
-  RETURN_IF_ERROR(CopyAsync(token_logprobs.data(), p.token_logprobs, n * 4,
-                            cudaMemcpyDeviceToHost, "download logprobs"));
-  RETURN_IF_ERROR(CopyAsync(top_ids.data(), p.top_ids, n * top_n * 4, cudaMemcpyDeviceToHost,
-                            "download top logprob ids"));
-  RETURN_IF_ERROR(CopyAsync(top_logprobs.data(), p.top_logprobs, n * top_n * 4,
-                            cudaMemcpyDeviceToHost, "download top logprobs"));
+  RETURN_IF_ERROR(Download(tokens.data(), p.tokens, n * 4, "download sampled tokens"));
+  RETURN_IF_ERROR(Download(token_logprobs.data(), p.token_logprobs, n * 4, "download logprobs"));
+  RETURN_IF_ERROR(Download(top_ids.data(), p.top_ids, n * top_n * 4, "download top logprob ids"));
+  RETURN_IF_ERROR(Download(top_logprobs.data(), p.top_logprobs, n * top_n * 4,
+                           "download top logprobs"));
   RETURN_IF_ERROR(Sync());
   for (int64_t i = 0; i < n; ++i) {
     SampledToken& o = (*out)[i];
