@@ -121,6 +121,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
     return absl::InvalidArgumentError(
         absl::StrCat("--backend \"", o.backend, "\": expected cpu, cuda or auto"));
   }
+  if (o.stage_handoff != "nccl" && o.stage_handoff != "host") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--stage_handoff \"", o.stage_handoff, "\": expected nccl or host"));
+  }
   if (!(o.gpu_memory_fraction > 0.0 && o.gpu_memory_fraction <= 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--gpu_memory_fraction ", o.gpu_memory_fraction, " is outside (0, 1]"));
@@ -134,6 +138,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
   ASSIGN_OR_RETURN(std::string backend, ChooseBackend(o.backend, world));
 
   std::unique_ptr<DeviceCommunicator> device_group;
+  StageLinks links;
+  // The same on every rank: options, layout and backend are agreed.
+  const bool device_handoff =
+      backend == "cuda" && loaded->layout.pp > 1 && o.stage_handoff == "nccl";
   if (backend == "cuda") {
     RETURN_IF_ERROR(AgreeOnStatus(world, CheckCudaDevice(o)));
     if (tp > 1) {
@@ -143,10 +151,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
       RETURN_IF_ERROR(AgreeOnStatus(world, nccl.status()));
       device_group = std::move(*nccl);
     }
+    // Before the compute, so that the KV cache is sized after NCCL took its memory.
+    if (device_handoff) {
+      ASSIGN_OR_RETURN(links, CreateStageLinks(world, loaded->layout, o));
+    }
   }
   absl::StatusOr<std::unique_ptr<RankCompute>> compute =
       CreateCompute(backend, *loaded, o, *tp_group, device_group.get());
   RETURN_IF_ERROR(AgreeOnStatus(world, compute.status()));
+  if (device_handoff) {
+    // Collective with the neighbours (connects each link, which also allocates NCCL's
+    // buffers for it), then one verdict for the job.
+    RETURN_IF_ERROR(AgreeOnStatus(
+        world, (*compute)->ConnectStages(links.from_previous.get(), /*previous_peer=*/0,
+                                         links.to_next.get(), /*next_peer=*/1)));
+  }
 
   // One block pool per replica: every rank takes the smallest count any rank can hold.
   int64_t blocks = o.kv_num_blocks;
@@ -162,20 +181,74 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
   RETURN_IF_ERROR(AgreeOnStatus(world, (*compute)->AllocateKvCache(blocks, o.kv_block_size)));
   return std::unique_ptr<Engine>(new Engine(std::move(loaded->config), std::move(loaded->layout),
                                             o.kv_block_size, world, std::move(tp_group),
-                                            std::move(device_group), std::move(*compute)));
+                                            std::move(device_group), std::move(links),
+                                            device_handoff, std::move(*compute)));
+}
+
+absl::StatusOr<Engine::StageLinks> Engine::CreateStageLinks(Communicator& world,
+                                                            const Layout& layout,
+                                                            const EngineOptions& o) {
+  // Two splits, made by every rank in this order (they are collective over the world): the
+  // first pairs stages (0,1), (2,3), ..., the second (1,2), (3,4), ...; a stage without a
+  // partner is alone in its group. Tensor rank t pairs with tensor rank t. Key = stage, so
+  // the lower stage is rank 0 of a pair.
+  RETURN_IF_ERROR(AgreeOnStatus(
+      world, NcclAvailable() ? absl::OkStatus()
+                             : absl::FailedPreconditionError(
+                                   "--stage_handoff nccl: this build has no NCCL (--stage_handoff "
+                                   "host hands hidden states over through host memory)")));
+  const int tp = layout.tp, stage = layout.stage, t = layout.tp_rank;
+  std::unique_ptr<Communicator> pairs[2];
+  ASSIGN_OR_RETURN(pairs[0], world.Split((stage / 2) * tp + t, stage));
+  ASSIGN_OR_RETURN(pairs[1], world.Split(((stage + 1) / 2) * tp + t, stage));
+  // One NCCL init per pair, the first split's pairs first on every rank. An init involves
+  // only the pair's two ranks, both of which reach it after the same agreed steps, and every
+  // rank's inits are in the same order: no rank waits for one that waits for it.
+  StageLinks links;
+  for (const std::unique_ptr<Communicator>& pair : pairs) {
+    absl::Status local = absl::OkStatus();
+    std::unique_ptr<DeviceCommunicator> link;
+    if (pair->size() == 2) {
+      absl::StatusOr<std::unique_ptr<DeviceCommunicator>> nccl =
+          CreateNcclCommunicator(*pair, o.cuda_device, absl::Seconds(o.nccl_timeout_s));
+      if (nccl.ok()) {
+        link = std::move(*nccl);
+      } else {
+        local = absl::Status(
+            nccl.status().code(),
+            absl::StrCat("NCCL link between stages ", pair->rank() == 0 ? stage : stage - 1,
+                         " and ", pair->rank() == 0 ? stage + 1 : stage, ": ",
+                         nccl.status().message()));
+      }
+    } else if (pair->size() != 1) {
+      local = absl::InternalError(absl::StrCat("a stage link group of ", pair->size(), " ranks"));
+    }
+    RETURN_IF_ERROR(AgreeOnStatus(world, local));
+    if (link == nullptr) continue;
+    (pair->rank() == 0 ? links.to_next : links.from_previous) = std::move(link);
+  }
+  // The host groups are not needed any more: NCCL bootstrapped its own connections.
+  return links;
 }
 
 Engine::Engine(ModelConfig config, Layout layout, int64_t kv_block_size, Communicator& world,
                std::unique_ptr<Communicator> tp_group,
-               std::unique_ptr<DeviceCommunicator> device_group,
-               std::unique_ptr<RankCompute> compute)
+               std::unique_ptr<DeviceCommunicator> device_group, StageLinks links,
+               bool device_handoff, std::unique_ptr<RankCompute> compute)
     : config_(std::move(config)),
       layout_(std::move(layout)),
       kv_block_size_(kv_block_size),
       world_(world),
       tp_group_(std::move(tp_group)),
       device_group_(std::move(device_group)),
+      links_(std::move(links)),
+      device_handoff_(device_handoff),
       compute_(std::move(compute)) {}
+
+std::string_view Engine::stage_handoff() const {
+  if (layout_.pp == 1) return "none";
+  return device_handoff_ ? "nccl" : "host";
+}
 
 absl::Status Engine::ValidatePlan(const StepPlan& plan) const {
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -324,6 +397,21 @@ absl::Status Engine::Execute(const std::vector<uint8_t>& plan_bytes, const StepP
   rows.seqs = attn_seqs_;
   const int64_t tokens = rows.tokens();
   const int64_t h = config_.hidden_size;
+  if (device_handoff_) {
+    // The compute receives from the previous stage and sends to the next over links_. The
+    // plan goes first, so that the next stage can post its receive while this one computes.
+    if (next >= 0) {
+      // Forward may block this thread on the device until an earlier send of this rank has
+      // been received, which the next stage can only do once it holds that step's plan; a
+      // thread blocked on the device makes no MPI progress, so every plan sent before must
+      // have been delivered first (immediate for plans under MPI's eager limit; otherwise it
+      // waits for the next stage to take the previous plan, which it does without this rank).
+      RETURN_IF_ERROR(world_.FlushSends());
+      RETURN_IF_ERROR(world_.SendAsync(plan_bytes, next, kTagPlan));
+    }
+    RETURN_IF_ERROR(compute_->Forward(rows, nullptr, nullptr));
+    return next >= 0 ? absl::OkStatus() : ComputeLogits(plan, result);
+  }
   if (!layout_.first_stage()) {
     x_.resize(tokens * h);
     RETURN_IF_ERROR(world_.Recv(x_.data(), x_.size() * sizeof(float),

@@ -3,8 +3,17 @@
 // other ranks call Serve, which executes steps until the leader shuts down. Data flow: the
 // leader broadcasts the plan in stage 0's TP group; stage s sends plan and hidden states to
 // stage s + 1 rank to rank; the last stage's tensor rank 0 samples and returns the result to
-// the leader. The arithmetic of each rank is a RankCompute (worker/rank_compute.h) of the
-// chosen backend, CPU or CUDA. Not thread-safe: one thread drives an Engine.
+// the leader. Plans and results always travel over MPI (SendAsync: a stage does not wait for
+// the next one to take them). Hidden states ([tokens, hidden] fp32) travel either
+//  - "host": device (CUDA) -> host -> MPI SendAsync -> host -> device; the CPU backend's way;
+//  - "nccl" (CUDA with PP > 1, EngineOptions::stage_handoff): GPU to GPU over an NCCL link
+//    per pair of neighbouring ranks (s, t) - (s + 1, t), set up at Create over two
+//    world.Split calls pairing stages (0,1), (2,3), ... and (1,2), (3,4), ...; stage s sends
+//    the plan over MPI first, then its compute sends the hidden state on a stream of its own
+//    and returns without waiting for stage s + 1 to receive it (RankCompute::ConnectStages),
+//    and stage s + 1 receives it on its compute stream before its step.
+// The arithmetic of each rank is a RankCompute (worker/rank_compute.h) of the chosen backend,
+// CPU or CUDA. Not thread-safe: one thread drives an Engine.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +47,9 @@ struct EngineOptions {
   double gpu_memory_fraction = 0.9;  // share of the GPU for weights, scratch and KV cache
   bool cuda_graphs = true;           // replay decode steps from captured CUDA graphs
   int nccl_timeout_s = 60;           // NCCL communicator set-up limit
+  // CUDA with PP > 1: how stages hand over hidden states, "nccl" (GPU to GPU) or "host"
+  // (through host memory over MPI). Ignored by the CPU backend; the same on all ranks.
+  std::string stage_handoff = "nccl";
 };
 
 class Engine {
@@ -62,6 +74,8 @@ class Engine {
   int64_t kv_num_blocks() const { return compute_->kv_num_blocks(); }
   uint64_t kv_bytes() const { return compute_->kv_bytes(); }
   int64_t kv_block_size() const { return kv_block_size_; }
+  // How hidden states reach the next stage: "nccl", "host", or "none" with one stage.
+  std::string_view stage_handoff() const;
 
   // Leader only. Checks the plan (InvalidArgument naming the sequence and field; nothing runs)
   // and executes it on all ranks. Unavailable if a transfer between ranks fails.
@@ -81,9 +95,17 @@ class Engine {
   absl::Status Serve();
 
  private:
+  // This rank's NCCL links to its counterparts on the neighbouring stages (null where there
+  // is no such stage). Peers inside a link: the lower stage is rank 0, the higher rank 1.
+  struct StageLinks {
+    std::unique_ptr<DeviceCommunicator> from_previous, to_next;
+  };
+
   Engine(ModelConfig config, Layout layout, int64_t kv_block_size, Communicator& world,
          std::unique_ptr<Communicator> tp_group, std::unique_ptr<DeviceCommunicator> device_group,
-         std::unique_ptr<RankCompute> compute);
+         StageLinks links, bool device_handoff, std::unique_ptr<RankCompute> compute);
+  static absl::StatusOr<StageLinks> CreateStageLinks(Communicator& world, const Layout& layout,
+                                                     const EngineOptions& options);
 
   absl::Status ValidatePlan(const StepPlan& plan) const;
   // Runs one plan on this rank; fills `result` on the last stage's tensor rank 0.
@@ -97,7 +119,9 @@ class Engine {
   Communicator& world_;
   std::unique_ptr<Communicator> tp_group_;
   std::unique_ptr<DeviceCommunicator> device_group_;  // NCCL over tp_group_ (CUDA, TP > 1)
-  std::unique_ptr<RankCompute> compute_;  // destroyed before the groups it uses
+  StageLinks links_;             // stage_handoff "nccl" (CUDA, PP > 1); else both null
+  bool device_handoff_ = false;  // hidden states go over links_, not through the host
+  std::unique_ptr<RankCompute> compute_;  // destroyed before the groups and links it uses
 
   // Per-step scratch, grown as needed and reused.
   std::vector<int32_t> token_ids_, positions_;

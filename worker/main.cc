@@ -35,6 +35,9 @@ ABSL_FLAG(std::string, backend, "cpu", "compute backend: cpu, cuda or auto (cuda
 ABSL_FLAG(double, gpu_memory_fraction, 0.9, "cuda: share of each GPU for weights, scratch and KV cache");
 ABSL_FLAG(bool, cuda_graphs, true, "cuda: replay decode steps from CUDA graphs");
 ABSL_FLAG(int, nccl_timeout_s, 60, "cuda: seconds allowed for NCCL communicator set-up");
+ABSL_FLAG(std::string, stage_handoff, "nccl",
+          "cuda with --pp > 1: how stages hand over hidden states: nccl (GPU to GPU) or host "
+          "(through host memory over MPI)");
 ABSL_FLAG(std::string, prompt_tokens, "", "comma-separated prompt token ids");
 ABSL_FLAG(int, prompt_len, 16, "random prompt length when --prompt_tokens is empty");
 ABSL_FLAG(int, batch, 1, "sequences generated together");
@@ -138,6 +141,7 @@ int Run(int argc, char** argv) {
   options.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.nccl_timeout_s = absl::GetFlag(FLAGS_nccl_timeout_s);
+  options.stage_handoff = absl::GetFlag(FLAGS_stage_handoff);  // checked by Engine::Create
   // One GPU per rank: the rank's index among the ranks on its node.
   absl::StatusOr<int> local_rank = NodeLocalRank();
   if (!local_rank.ok()) {
@@ -162,7 +166,9 @@ int Run(int argc, char** argv) {
     LogError(absl::StrCat("cannot start: ", engine.status().ToString()));
     return 1;
   }
-  LogInfo(absl::StrCat((*engine)->layout().Describe(), ", backend ", std::string((*engine)->backend()), ", ",
+  LogInfo(absl::StrCat((*engine)->layout().Describe(), ", backend ",
+                       std::string((*engine)->backend()), ", stage hand-off ",
+                       std::string((*engine)->stage_handoff()), ", ",
                        (*engine)->weight_bytes() >> 20, " MiB of weights, ",
                        (*engine)->kv_num_blocks(), " KV blocks (",
                        (*engine)->kv_bytes() >> 20, " MiB)"));

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "comm/device_communicator.h"
 #include "common/step.h"
 #include "kernels/ops.h"
 
@@ -70,8 +71,44 @@ class RankCompute {
   // `hidden_out` is not null it receives the stage's output residual stream ([tokens, hidden]
   // fp32, host; what the next stage receives). Writes the step's K/V into the cache.
   // Collective over the tensor-parallel group. Unavailable when a collective fails.
+  // After ConnectStages, a connected direction bypasses the host: see there.
   [[nodiscard]] virtual absl::Status Forward(const StepRows& rows, const float* hidden_in,
                                              std::vector<float>* hidden_out) = 0;
+
+  // Optional (the default returns Unimplemented; CudaRankCompute implements it): hands the
+  // hidden state between pipeline stages device to device. `from_previous` (null on the
+  // first stage, or to keep that direction on the host) is a device communicator of this rank
+  // and its counterpart (the same tensor rank) on stage - 1, which is its rank
+  // `previous_peer`; `to_next` likewise for stage + 1 and `next_peer` (null on the last
+  // stage). Both must outlive this object.
+  // Afterwards each Forward with tokens > 0:
+  //  - connected from the previous stage: does not read `hidden_in` (pass null); receives
+  //    [tokens, hidden] fp32 from `previous_peer` into the residual stream before the step;
+  //  - connected to the next stage: does not write `hidden_out` (pass null); after the step
+  //    copies the output residual ([tokens, hidden] fp32) aside and sends it to `next_peer`,
+  //    and returns without waiting for the send to complete (the next stage may not have
+  //    asked for it yet): this stage can take its next step at once. A bounded number of
+  //    sends stay in flight; beyond that Forward waits (on the device) for the oldest.
+  // The two ends of a link must run the same steps in the same order (the Engine's plans do).
+  // The destructor waits for outstanding sends: the next stage must receive every step it
+  // was sent (the Engine's shutdown sees to it).
+  // Collective with the neighbours: the rank at the other end of each link must call it too.
+  // One small message goes over each link, down the pipeline (each rank receives from the
+  // previous stage, then sends to the next; the first stage only sends, so nothing waits in a
+  // circle). It connects the link now rather than in the first step (NCCL connects a
+  // point-to-point pair on first use, blocking until both ends take part, and allocates its
+  // buffers then) and checks that the two ends agree on the hidden size and the stage order.
+  // Synchronous. Errors: InvalidArgument for a link the layout cannot have (from_previous on
+  // the first stage, to_next on the last) or a bad peer; FailedPrecondition when called
+  // twice or the two ends disagree; Unavailable when a link failed or its peer did not take
+  // part within the communicator's timeout; ResourceExhausted when the send buffers do not
+  // fit. After an error the compute is not fit for Forward.
+  [[nodiscard]] virtual absl::Status ConnectStages(DeviceCommunicator* from_previous,
+                                                   int previous_peer, DeviceCommunicator* to_next,
+                                                   int next_peer) {
+    return absl::UnimplementedError(
+        "ConnectStages: this compute backend hands hidden states over the host only");
+  }
 
   // Last stage, after Forward: the logits of the given rows of that step, [rows.size(), vocab]
   // fp32 in `logits` (host, the full vocabulary, on every tensor rank). Collective over the

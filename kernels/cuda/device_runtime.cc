@@ -140,6 +140,12 @@ absl::Status Event::Synchronize() {
   return Cuda(cudaEventSynchronize(static_cast<cudaEvent_t>(handle_)), "cudaEventSynchronize");
 }
 
+absl::Status Event::MakeStreamWait(Stream stream) const {
+  if (handle_ == nullptr) return absl::FailedPreconditionError("MakeStreamWait on an empty Event");
+  return Cuda(cudaStreamWaitEvent(ToCuda(stream), static_cast<cudaEvent_t>(handle_), 0),
+              "cudaStreamWaitEvent");
+}
+
 // ------------------------------------- graphs -----------------------------------------------
 
 ExecutableGraph::ExecutableGraph(ExecutableGraph&& other) noexcept

@@ -99,11 +99,12 @@ class PinnedHostBuffer {
 // ------------------------------------- events -----------------------------------------------
 
 // Owns one event without timing (cudaEventDisableTiming) on the device current at Create():
-// a marker in a stream that the host can wait for. Move-only; the destructor destroys it (a
-// pending event may be destroyed: the runtime releases it once reached).
+// a marker in a stream that the host, or another stream, can wait for. Move-only; the
+// destructor destroys it (a pending event may be destroyed: the runtime releases it once
+// reached).
 class Event {
  public:
-  Event() = default;  // owns nothing: Record and Synchronize return FailedPrecondition
+  Event() = default;  // owns nothing: Record, Synchronize, MakeStreamWait: FailedPrecondition
   // Creates the event on the calling thread's current device (synchronous).
   [[nodiscard]] static absl::StatusOr<Event> Create();
 
@@ -119,6 +120,11 @@ class Event {
   // Blocks the calling thread until the last recorded point is reached; returns at once when
   // the event was never recorded. Reports the first error of the work it waited for.
   [[nodiscard]] absl::Status Synchronize();
+  // Asynchronous, for ordering work across streams without the host: work queued on
+  // `stream` after this call starts only once the event's last recorded point (at the time of
+  // this call; re-recording later does not move it) is reached (cudaStreamWaitEvent). An event
+  // never recorded makes no wait. The host returns at once.
+  [[nodiscard]] absl::Status MakeStreamWait(Stream stream) const;
 
  private:
   void* handle_ = nullptr;  // cudaEvent_t

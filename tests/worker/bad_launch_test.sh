@@ -82,6 +82,7 @@ expect tp_not_dividing_heads 3 "$good" "does not divide the 4 query heads" --tp 
 expect wrong_rank_count 3 "$good" "the job has 3 ranks" --tp 2 --pp 2
 expect bad_layer_list 2 "$good" "sums to 5" --pp 2 --layers_per_stage 3,2
 expect unknown_backend 2 "$good" "expected cpu, cuda or auto" --backend tpu --tp 2
+expect unknown_stage_handoff 2 "$good" "expected nccl or host" --stage_handoff mpi --pp 2
 expect bad_memory_fraction 2 "$good" "gpu_memory_fraction 1.5 is outside" --backend cuda --gpu_memory_fraction 1.5 --pp 2
 if nvidia-smi -L >/dev/null 2>&1; then
   # tiny-mistral has head_dim 24, which the CUDA attention kernels do not take.

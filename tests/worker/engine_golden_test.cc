@@ -26,6 +26,7 @@ namespace {
 
 Engine* g_engine = nullptr;
 std::string g_model;
+EngineOptions g_options;  // as given to Engine::Create
 // Allowed RowError of logits (and relative error of logprobs) against the reference. 1e-3
 // for unquantised weights; a quantised GGUF run passes a larger one (see CMakeLists.txt).
 double g_tolerance = 1e-3;
@@ -326,6 +327,17 @@ TEST_F(EngineGoldenTest, InvalidPlanIsRefusedAndTheEngineKeepsServing) {
   EXPECT_TRUE(g_engine->Step(bad).ok());
 }
 
+// With several stages, CUDA hands hidden states over NCCL unless told to use the host (so a
+// passing CUDA run with PP > 1 proves the GPU-to-GPU path); the CPU always goes through the
+// host; one stage hands over nothing.
+TEST_F(EngineGoldenTest, StagesHandOverTheWayAskedFor) {
+  std::string want = "none";
+  if (g_engine->layout().pp > 1) {
+    want = g_engine->backend() == "cuda" ? g_options.stage_handoff : "host";
+  }
+  EXPECT_EQ(g_engine->stage_handoff(), want);
+}
+
 // A rank holds its 1/TP slice of its stage's layers (KV heads replicated when TP exceeds
 // them), plus the embedding on the first stage and its lm_head vocab shard on the last.
 TEST_F(EngineGoldenTest, RankOwnsOnlyItsShareOfTheWeights) {
@@ -362,6 +374,7 @@ int main(int argc, char** argv) {
     if (key == "--min_margin") tpserve::g_min_margin = std::stod(value);
     if (key == "--block_size") options.kv_block_size = std::stoi(value);
     if (key == "--backend") options.backend = value;
+    if (key == "--stage_handoff") options.stage_handoff = value;
     if (key == "--layers_per_stage") {
       for (absl::string_view p : absl::StrSplit(value, ',')) {
         int n = 0;
@@ -380,6 +393,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rank %d: no CUDA device %d visible: skipped\n", world->rank(), *local_rank);
     return 77;
   }
+  tpserve::g_options = options;
   auto engine = tpserve::Engine::Create(tpserve::g_model, options, *world);
   if (!engine.ok()) {
     std::fprintf(stderr, "engine: %s\n", engine.status().ToString().c_str());

@@ -27,6 +27,15 @@
 // decode split count is chosen here from the bucket and the longest possible context
 // (max_position_embeddings, or the sliding window), never from the step's contexts, so a
 // captured graph stays correct for every later context.
+//
+// Pipeline links (ConnectStages): a later stage receives its input with the link's Recv on
+// the compute stream, before the step's kernels (before a graph launch; never inside a
+// capture), into the residual's first `tokens` rows; padded rows are cleared as on the host
+// path. A stage with a next stage copies the residual's real rows into one of kSendSlots
+// device buffers on the compute stream and sends that buffer on a stream of its own, so the
+// next step may overwrite the residual while the send waits for the next stage to receive
+// it. Before a buffer is reused the compute stream waits (on the device) for its previous
+// send: at most kSendSlots sends are in flight.
 #include "worker/cuda/cuda_rank_compute.h"
 
 #include <algorithm>
@@ -61,6 +70,8 @@ constexpr int64_t kReservedLogitsRows = 256;
 constexpr int64_t kUploadChunkBytes = int64_t{16} << 20;
 // Smallest pinned staging allocation: small steps then share one.
 constexpr size_t kMinStagingBytes = size_t{64} << 10;
+// Buffers for the sends to the next pipeline stage: how many may be in flight at once.
+constexpr int kSendSlots = 2;
 
 int64_t AlignUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
@@ -164,6 +175,8 @@ class CudaRankComputeImpl final : public CudaRankCompute {
                        std::vector<float>* hidden_out) override;
   absl::Status Logits(std::span<const int64_t> rows, std::vector<float>* logits) override;
   absl::Status Sample(std::span<const SampleRow> rows, std::vector<SampledToken>* out) override;
+  absl::Status ConnectStages(DeviceCommunicator* from_previous, int previous_peer,
+                             DeviceCommunicator* to_next, int next_peer) override;
   CudaComputeStats stats() const override { return stats_; }
 
  private:
@@ -198,6 +211,9 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   // Enqueues the logits of `rows` of the last step into logits_ ([n, vocab] fp32), with the
   // vocab gather over the TP group.
   absl::Status DeviceLogits(std::span<const int64_t> rows);
+  // Connected to the next stage: enqueues the send of the residual's first `tokens` rows
+  // through the next send slot (see the top of this file).
+  absl::Status EnqueueSend(int64_t tokens);
 
   const ModelConfig config_;
   const Layout layout_;
@@ -231,11 +247,27 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   int64_t step_tokens_ = -1;  // rows of the last successful Forward; -1: none
   std::map<int64_t, kc::ExecutableGraph> graphs_;  // by padded decode batch
   CudaComputeStats stats_;
+
+  // Pipeline links (ConnectStages); null where the hidden state goes through the host.
+  bool stages_connected_ = false;  // ConnectStages was called
+  DeviceCommunicator* from_previous_ = nullptr;
+  DeviceCommunicator* to_next_ = nullptr;
+  int previous_peer_ = -1, next_peer_ = -1;
+  kc::OwnedStream send_stream_;  // the sends to the next stage
+  struct SendSlot {
+    kc::DeviceBuffer buffer;  // [rows, hidden] fp32: a step's output while it is sent
+    kc::Event copied;         // compute stream: the output is in `buffer`
+    kc::Event sent;           // send stream: the send from `buffer` is done
+  };
+  SendSlot send_slots_[kSendSlots];
+  int next_slot_ = 0;
 };
 
 CudaRankComputeImpl::~CudaRankComputeImpl() {
   if (!SetDevice().ok()) return;
   if (stream().handle != nullptr) (void)kc::SynchronizeStream(stream());
+  // The send buffers go with this object: the next stage must have received every send.
+  if (send_stream_.get().handle != nullptr) (void)kc::SynchronizeStream(send_stream_.get());
   DropGraphs();
   stream_ = kc::OwnedStream();
   // The DeviceBuffers free themselves after this.
@@ -602,7 +634,8 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
         "step rows: ", tokens, " token ids, ", rows.positions.size(), " positions, ",
         rows.slots.size(), " slots"));
   }
-  if (!layout_.first_stage() && hidden_in == nullptr && tokens > 0) {
+  if (!layout_.first_stage() && from_previous_ == nullptr && hidden_in == nullptr &&
+      tokens > 0) {
     return absl::InvalidArgumentError("Forward on a later stage needs hidden_in");
   }
   int64_t total_blocks = 0, max_seq_tokens = 1;
@@ -622,8 +655,8 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   // Normally idle already; after a failed call this keeps its queued copies from racing with
   // the staging buffers this step rewrites.
   RETURN_IF_ERROR(Sync());
-  if (tokens == 0) {
-    if (hidden_out != nullptr) hidden_out->clear();
+  if (tokens == 0) {  // nothing to compute, send or receive (both ends see the same rows)
+    if (hidden_out != nullptr && to_next_ == nullptr) hidden_out->clear();
     step_tokens_ = 0;
     return absl::OkStatus();
   }
@@ -668,13 +701,18 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   RETURN_IF_ERROR(Upload(seqs_.data(), seqs, padded_seqs * sizeof(kc::AttentionSeq),
                          "upload sequences"));
   RETURN_IF_ERROR(Upload(tables_.data(), tables, total_blocks * 4, "upload block tables"));
-  if (!layout_.first_stage()) {
+  if (from_previous_ != nullptr) {
+    RETURN_IF_ERROR(Prefixed(from_previous_->Recv(residual_.data(),
+                                                  static_cast<size_t>(tokens * h_ * 4),
+                                                  previous_peer_, stream().handle),
+                             "receive the hidden state from the previous stage"));
+  } else if (!layout_.first_stage()) {
     RETURN_IF_ERROR(Upload(residual_.data(), hidden_in, tokens * h_ * 4, "upload hidden_in"));
-    if (padded > tokens) {
-      RETURN_IF_ERROR(Prefixed(kc::MemsetAsync(residual_.as<float>() + tokens * h_, 0,
-                                               (padded - tokens) * h_ * 4, stream()),
-                               "clear padded rows"));
-    }
+  }
+  if (!layout_.first_stage() && padded > tokens) {
+    RETURN_IF_ERROR(Prefixed(kc::MemsetAsync(residual_.as<float>() + tokens * h_, 0,
+                                             (padded - tokens) * h_ * 4, stream()),
+                             "clear padded rows"));
   }
 
   const bool graph = bucketed && options_.graphs;
@@ -687,7 +725,9 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
     ++stats_.eager_steps;
     capture = graph;
   }
-  if (hidden_out != nullptr) {
+  if (to_next_ != nullptr) {
+    RETURN_IF_ERROR(EnqueueSend(tokens));
+  } else if (hidden_out != nullptr) {
     hidden_out->resize(tokens * h_);
     RETURN_IF_ERROR(Download(hidden_out->data(), residual_.data(), tokens * h_ * 4,
                              "download hidden_out"));
@@ -696,6 +736,110 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   step_tokens_ = tokens;
   // The eager step has built every GEMM plan of this bucket: capture it for the next time.
   if (capture) RETURN_IF_ERROR(Capture(padded));
+  return absl::OkStatus();
+}
+
+absl::Status CudaRankComputeImpl::EnqueueSend(int64_t tokens) {
+  SendSlot& slot = send_slots_[next_slot_];
+  const int64_t bytes = tokens * h_ * 4;
+  if (static_cast<int64_t>(slot.buffer.size()) < bytes) {
+    // The scratch grew: so does the slot, once its previous send no longer reads it.
+    RETURN_IF_ERROR(Prefixed(slot.sent.Synchronize(), "a send to the next stage"));
+    RETURN_IF_ERROR(Grow(slot.buffer, capacity_ * h_ * 4, "a buffer for the next stage"));
+  }
+  const kc::Stream s = stream(), send = send_stream_.get();
+  RETURN_IF_ERROR(Prefixed(slot.sent.MakeStreamWait(s), "wait for a send buffer"));
+  RETURN_IF_ERROR(Prefixed(kc::CopyDeviceToDevice2DAsync(slot.buffer.data(), h_ * 4,
+                                                         residual_.data(), h_ * 4, h_ * 4,
+                                                         tokens, s),
+                           "copy the hidden state for the next stage"));
+  RETURN_IF_ERROR(Prefixed(slot.copied.Record(s), "copy the hidden state for the next stage"));
+  RETURN_IF_ERROR(Prefixed(slot.copied.MakeStreamWait(send), "send to the next stage"));
+  RETURN_IF_ERROR(Prefixed(
+      to_next_->Send(slot.buffer.data(), static_cast<size_t>(bytes), next_peer_, send.handle),
+      "send the hidden state to the next stage"));
+  RETURN_IF_ERROR(Prefixed(slot.sent.Record(send), "send to the next stage"));
+  next_slot_ = (next_slot_ + 1) % kSendSlots;
+  return absl::OkStatus();
+}
+
+absl::Status CudaRankComputeImpl::ConnectStages(DeviceCommunicator* from_previous,
+                                                int previous_peer, DeviceCommunicator* to_next,
+                                                int next_peer) {
+  if (stages_connected_) return absl::FailedPreconditionError("ConnectStages called twice");
+  auto check = [](DeviceCommunicator* link, int peer, absl::string_view which) {
+    if (link == nullptr || (link->size() >= 2 && peer >= 0 && peer < link->size() &&
+                            peer != link->rank())) {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat("the link ", which, ": peer ", peer,
+                                                   " of a group of ", link->size(),
+                                                   " where this rank is ", link->rank()));
+  };
+  if (from_previous != nullptr && layout_.first_stage()) {
+    return absl::InvalidArgumentError("a link from the previous stage on the first stage");
+  }
+  if (to_next != nullptr && layout_.last_stage()) {
+    return absl::InvalidArgumentError("a link to the next stage on the last stage");
+  }
+  RETURN_IF_ERROR(check(from_previous, previous_peer, "from the previous stage"));
+  RETURN_IF_ERROR(check(to_next, next_peer, "to the next stage"));
+  stages_connected_ = true;
+  RETURN_IF_ERROR(SetDevice());
+  RETURN_IF_ERROR(Sync());
+  // What may fail locally comes first: a failure there leaves the neighbours to time out in
+  // their half of the exchange, bounded by their communicator's timeout.
+  kc::DeviceBuffer hello;  // [2] int32 sent, then [2] int32 received
+  RETURN_IF_ERROR(Grow(hello, 16, "the stage link check"));
+  if (to_next != nullptr) {
+    ASSIGN_OR_RETURN(send_stream_, kc::OwnedStream::Create());
+    for (SendSlot& slot : send_slots_) {
+      ASSIGN_OR_RETURN(slot.copied, kc::Event::Create());
+      ASSIGN_OR_RETURN(slot.sent, kc::Event::Create());
+    }
+  }
+  // The exchange: receive from the previous stage, then send to the next, on the streams the
+  // steps use. Down the pipeline each rank's receive meets its predecessor's send, the first
+  // stage only sends: nothing waits in a circle. The send is tried even when the receive
+  // failed, so that the next stage learns of it from the agreed status, not a timeout.
+  const int32_t mine[2] = {static_cast<int32_t>(h_), layout_.stage};
+  int32_t theirs[2] = {-1, -1};
+  absl::Status status = absl::OkStatus();
+  if (from_previous != nullptr) {
+    status = Prefixed(from_previous->Recv(hello.as<int32_t>() + 2, 8, previous_peer,
+                                          stream().handle),
+                      "the link from the previous stage");
+  }
+  if (to_next != nullptr) {
+    const kc::Stream send = send_stream_.get();
+    absl::Status sent = Prefixed(kc::CopyHostToDeviceAsync(hello.data(), mine, 8, send),
+                                 "the link to the next stage");
+    if (sent.ok()) {
+      sent = Prefixed(to_next->Send(hello.data(), 8, next_peer, send.handle),
+                      "the link to the next stage");
+    }
+    if (sent.ok()) sent = kc::SynchronizeStream(send);
+    if (status.ok()) status = sent;
+  }
+  if (status.ok() && from_previous != nullptr) {
+    status = Download(theirs, hello.as<int32_t>() + 2, 8, "the link from the previous stage");
+  }
+  if (absl::Status synced = Sync(); status.ok()) status = synced;
+  RETURN_IF_ERROR(status);
+  if (from_previous != nullptr && (theirs[0] != h_ || theirs[1] != layout_.stage - 1)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the link from the previous stage connects stage ", theirs[1], " of hidden size ",
+        theirs[0], " to stage ", layout_.stage, " of hidden size ", h_));
+  }
+  if (to_next != nullptr) {
+    for (SendSlot& slot : send_slots_) {
+      RETURN_IF_ERROR(Grow(slot.buffer, capacity_ * h_ * 4, "a buffer for the next stage"));
+    }
+  }
+  from_previous_ = from_previous;
+  previous_peer_ = previous_peer;
+  to_next_ = to_next;
+  next_peer_ = next_peer;
   return absl::OkStatus();
 }
 

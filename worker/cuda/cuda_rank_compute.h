@@ -6,7 +6,9 @@
 // bucket. The arithmetic is CpuRankCompute's (worker/cpu_rank_compute.h) within the bf16 band.
 // Threading: as RankCompute (one thread drives it). Every call makes `options.device` the
 // calling thread's current device and leaves it so. Every call that enqueues device work waits
-// for it before returning: the caller gets host data and nothing stays in flight.
+// for it before returning: the caller gets host data and nothing stays in flight, except the
+// sends to the next pipeline stage once ConnectStages linked them (rank_compute.h): those run
+// on a stream of their own, from one of two send buffers, and the destructor waits for them.
 // Without CUDA (TPSERVE_HAVE_CUDA off) the same declarations link to a fallback:
 // CudaDeviceCount() is 0 and CreateCudaRankCompute fails with FailedPrecondition.
 #pragma once
