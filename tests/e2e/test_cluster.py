@@ -141,7 +141,9 @@ def test_invalid_requests_are_refused_and_the_server_keeps_serving(cluster, fiel
     with pytest.raises(tpserve.InvalidRequestError) as e:
         cluster.client.generate(**kwargs)
     assert field in str(e.value)
-    assert cluster.client.generate(prompt="still here", max_new_tokens=2).generated_tokens == 2
+    # ignore_eos: a sampled EOS (default temperature 1) would end it after one token.
+    still = cluster.client.generate(prompt="still here", max_new_tokens=2, ignore_eos=True)
+    assert still.generated_tokens == 2
 
 
 def test_killing_a_replica_mid_generation_loses_no_request(slow_model, tmp_path):
