@@ -88,7 +88,7 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     const std::string where = absl::StrCat("replicas[", i, "]");
     if (absl::Status s = OnlyKeys(ctx, n, where,
                                   {"name", "tensor_parallel", "pipeline_parallel", "backend",
-                                   "gpu_memory_fraction", "cuda_graphs", "hosts",
+                                   "gpu_memory_fraction", "cuda_graphs", "stage_handoff", "hosts",
                                    "layers_per_stage", "mpirun_args"});
         !s.ok()) {
       return s;
@@ -101,6 +101,7 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     if (absl::Status s = Read(ctx, n["backend"], where + ".backend", &r.backend); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["gpu_memory_fraction"], where + ".gpu_memory_fraction", &r.gpu_memory_fraction); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["cuda_graphs"], where + ".cuda_graphs", &r.cuda_graphs); !s.ok()) return s;
+    if (absl::Status s = Read(ctx, n["stage_handoff"], where + ".stage_handoff", &r.stage_handoff); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["hosts"], where + ".hosts", &r.hosts); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["layers_per_stage"], where + ".layers_per_stage", &r.layers_per_stage); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["mpirun_args"], where + ".mpirun_args", &r.mpirun_args); !s.ok()) return s;
@@ -108,6 +109,9 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     if (absl::Status s = Positive(ctx, where + ".pipeline_parallel", r.pipeline_parallel); !s.ok()) return s;
     if (r.backend != "cpu" && r.backend != "cuda" && r.backend != "auto") {
       return ctx.Bad(where + ".backend", absl::StrCat("\"", r.backend, "\" is not cpu, cuda or auto"));
+    }
+    if (r.stage_handoff != "nccl" && r.stage_handoff != "host") {
+      return ctx.Bad(where + ".stage_handoff", absl::StrCat("\"", r.stage_handoff, "\" is not nccl or host"));
     }
     if (!(r.gpu_memory_fraction > 0.0 && r.gpu_memory_fraction <= 1.0)) {
       return ctx.Bad(where + ".gpu_memory_fraction",

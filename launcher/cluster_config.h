@@ -17,6 +17,7 @@ struct ReplicaConfig {
   std::string backend = "cpu";              // cpu | cuda | auto
   double gpu_memory_fraction = 0.9;         // cuda: share of each GPU for weights + KV cache
   bool cuda_graphs = true;                  // cuda: replay decode steps from CUDA graphs
+  std::string stage_handoff = "nccl";       // cuda, pp > 1: nccl | host
   std::vector<std::string> hosts;           // mpirun --host entries, e.g. "node1:4"; empty = local
   std::vector<int> layers_per_stage;        // empty = even split
   std::vector<std::string> mpirun_args;     // extra mpirun arguments

@@ -56,7 +56,8 @@ std::vector<std::string> ReplicaCommand(const ClusterConfig& c, const ReplicaCon
                          std::to_string(c.scheduler.kv_block_size), "--kv_blocks",
                          std::to_string(c.scheduler.kv_cache_blocks), "--backend", r.backend,
                          "--gpu_memory_fraction", absl::StrCat(r.gpu_memory_fraction),
-                         absl::StrCat("--cuda_graphs=", r.cuda_graphs ? "true" : "false")});
+                         absl::StrCat("--cuda_graphs=", r.cuda_graphs ? "true" : "false"),
+                         "--stage_handoff", r.stage_handoff});
   if (!r.layers_per_stage.empty()) {
     cmd.push_back("--layers_per_stage");
     cmd.push_back(absl::StrJoin(r.layers_per_stage, ","));

@@ -47,6 +47,8 @@ TEST(ClusterConfigTest, BadConfigsNameTheKeyAtFault) {
   EXPECT_NE(ErrorOf("model: m\nreplicas: [{gpu_memory_fraction: 1.5}]")
                 .find("replicas[0].gpu_memory_fraction: 1.5 is outside (0, 1]"),
             std::string::npos);
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{stage_handoff: mpi}]").find("replicas[0].stage_handoff: \"mpi\" is not nccl or host"),
+            std::string::npos);
   EXPECT_NE(ErrorOf("model: m\nreplicas: [{cuda_graphs: sometimes}]").find("replicas[0].cuda_graphs: has the wrong type"),
             std::string::npos);
   EXPECT_NE(ErrorOf("model: m\nreplicas: [{name: a}, {name: a}]").find("used twice"), std::string::npos);
