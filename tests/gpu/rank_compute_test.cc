@@ -15,7 +15,16 @@
 //     logits bit for bit, at two padded buckets, and the counters prove graph replays.
 //  5. HostOnly.*: creation rejects what the CUDA ops cannot run (head_dim 24, too many query
 //     heads per KV head, a TP layout whose head mapping the device attention cannot express,
-//     TP without a device communicator) before touching a device, so it runs without a GPU.
+//     TP without a device communicator) before touching a device, so it runs without a GPU;
+//     and the loopback link of 6 refuses a wrong peer and an early receive without a device.
+//  6. StageLink*: the pipeline hand-off of ConnectStages on ONE GPU in ONE process: stage 0
+//     and stage 1 of a pp=2 layout connected through tests/gpu/loopback_link.h (a fake 2-rank
+//     DeviceCommunicator: device mailboxes ordered by events) give stage-1 logits bit for bit
+//     equal to the same stages handing off through host memory, and within the bf16 band of
+//     the CPU, over three prefill steps queued before stage 1 takes any (more than the two
+//     send slots), an empty step, and decode steps at padded buckets with graph replays; and
+//     the warm-up exchange refuses a previous stage of another hidden size or stage, a
+//     second call and wiring the layout cannot have.
 // Tolerance ("the bf16 band"): normalised error max|cuda - cpu| / max|cpu| <= 3e-2. The CPU
 // keeps activations in fp32; the CUDA path rounds each GEMM input and output and the K/V cache
 // to bf16 (relative error <= 2^-9 each, about 1e-3 rms). A layer has about nine such
@@ -29,6 +38,7 @@
 // Without a CUDA device only the HostOnly cases run and the test exits 77 (ctest: skipped).
 #include "worker/cuda/cuda_rank_compute.h"
 #include "tests/gpu/gpu_test_main.h"
+#include "tests/gpu/loopback_link.h"
 
 #include <gtest/gtest.h>
 
@@ -48,6 +58,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
+#include "kernels/cuda/cuda_status.h"
 #include "worker/cpu_rank_compute.h"
 #include "worker/layout.h"
 #include "worker/rank_compute.h"
@@ -599,6 +610,152 @@ TEST(CudaRankComputeGpu, GraphsOnAndOffAreBitIdentical) {
   EXPECT_EQ(s_off.eager_steps, static_cast<int64_t>(plan.size()));
 }
 
+// ------------------------------- 6. the stage link -------------------------------
+
+TEST(CudaRankComputeGpu, StageLinkOnOneGpuMatchesTheHostHandOffBitForBit) {
+  const ModelConfig c = TinyConfig(24);
+  const Layout l0 = LayoutOf(c, 1, 2, 0), l1 = LayoutOf(c, 1, 2, 1);
+  const int64_t vocab = c.vocab_size;
+  // Declared before the computes, so destroyed after them: their destructors wait for the
+  // sends into its mailboxes.
+  testing::LoopbackLink link;
+  std::unique_ptr<RankCompute> cpu0 = Cpu(c, l0), cpu1 = Cpu(c, l1);
+  std::unique_ptr<RankCompute> linked0 = Cuda(c, l0), linked1 = Cuda(c, l1);
+  std::unique_ptr<RankCompute> host0 = Cuda(c, l0), host1 = Cuda(c, l1);
+  ASSERT_TRUE(cpu0 && cpu1 && linked0 && linked1 && host0 && host1);
+  // Stage 0 first: its warm-up send must be called before stage 1's receive (the fake
+  // completes a send without its receiver; over NCCL the two calls need two threads).
+  ASSERT_OK(linked0->ConnectStages(nullptr, -1, &link.end(0), 1));
+  EXPECT_EQ(link.pending(0), 1);  // the hello, waiting for stage 1
+  ASSERT_OK(linked1->ConnectStages(&link.end(1), 0, nullptr, -1));
+  EXPECT_EQ(link.pending(0), 0);
+  EXPECT_EQ(link.sent(1), 0);  // the last stage sends nothing
+
+  // Rounds: stage 0 takes a round's steps back to back, then stage 1 takes them. Round 0
+  // prefills in three steps (the first ragged: 37 and 5 tokens), so three sends wait at once,
+  // one more than the send slots: the third reuses the first's slot behind its send. Then an
+  // empty step (nothing crosses the link) and decode steps: 3 sequences (bucket 4 with a
+  // padded row), all 4 (bucket 4's graph again), 2 (bucket 2); the first step of each bucket
+  // runs eagerly and is captured, later ones receive before a graph replay.
+  Batch batch({37, 5, 64, 9}, 9, vocab, 17);
+  std::vector<std::vector<std::vector<int>>> rounds = {{{0, 1}, {2}, {3}}, {{}}};
+  for (int i = 0; i < 5; ++i) rounds.push_back({{0, 1, 2}});
+  for (int i = 0; i < 2; ++i) rounds.push_back({{0, 1, 2, 3}});
+  for (int i = 0; i < 2; ++i) rounds.push_back({{1, 3}});
+  int sends = 1;  // the hello
+  for (size_t round = 0; round < rounds.size(); ++round) {
+    std::vector<HostStep> steps;
+    for (const std::vector<int>& active : rounds[round]) steps.emplace_back(batch, active);
+    std::vector<std::vector<float>> hidden_host(steps.size()), hidden_cpu(steps.size());
+    int queued = 0;
+    for (size_t k = 0; k < steps.size(); ++k) {
+      const StepRows rows = steps[k].rows();
+      ASSERT_OK(linked0->Forward(rows, nullptr, nullptr));  // sends instead of hidden_out
+      ASSERT_OK(host0->Forward(rows, nullptr, &hidden_host[k]));
+      ASSERT_OK(cpu0->Forward(rows, nullptr, &hidden_cpu[k]));
+      if (rows.tokens() > 0) ++queued;
+    }
+    sends += queued;
+    EXPECT_EQ(link.sent(0), sends) << "round " << round;
+    EXPECT_EQ(link.pending(0), queued) << "round " << round;  // Forward did not wait for them
+    for (size_t k = 0; k < steps.size(); ++k) {
+      const HostStep& hs = steps[k];
+      ASSERT_OK(linked1->Forward(hs.rows(), nullptr, nullptr));  // receives instead of hidden_in
+      ASSERT_OK(host1->Forward(hs.rows(), hidden_host[k].data(), nullptr));
+      ASSERT_OK(cpu1->Forward(hs.rows(), hidden_cpu[k].data(), nullptr));
+      if (hs.ids.empty()) continue;
+      // Prefill: every row (each query's attention); decode: each sequence's one row.
+      const std::vector<int64_t> rows = hs.decode ? hs.last_rows : hs.all_rows();
+      std::vector<float> linked, host, cpu;
+      ASSERT_OK(Logits(*linked1, rows, &linked));
+      ASSERT_OK(Logits(*host1, rows, &host));
+      ASSERT_OK(Logits(*cpu1, rows, &cpu));
+      ASSERT_EQ(linked.size(), host.size());
+      EXPECT_EQ(std::memcmp(linked.data(), host.data(), linked.size() * sizeof(float)), 0)
+          << "round " << round << " step " << k << ": the link and the host hand-off differ";
+      EXPECT_LE(NormalisedError(linked, cpu), kBand) << "round " << round << " step " << k;
+      std::vector<int32_t> next;
+      for (size_t q = 0; q < hs.last_rows.size(); ++q) {
+        const int64_t at = hs.decode ? static_cast<int64_t>(q) : hs.last_rows[q];
+        next.push_back(TopOf(cpu.data() + at * vocab, vocab).token);
+      }
+      Advance(batch, rounds[round][k], next);
+    }
+    EXPECT_EQ(link.pending(0), 0) << "round " << round;
+  }
+  for (const RankCompute* r : {linked0.get(), linked1.get(), host0.get(), host1.get()}) {
+    const CudaComputeStats s = StatsOf(*r);
+    EXPECT_EQ(s.eager_steps, 3 + 2);    // the prefill steps and each bucket's first step
+    EXPECT_EQ(s.graph_captures, 2);     // buckets 4 and 2
+    EXPECT_EQ(s.graph_launches, 6 + 1);
+  }
+}
+
+// Sends a warm-up hello ([hidden size, stage] int32, as ConnectStages sends it) from rank 0 of
+// `link`, as a previous stage would; `buffer` holds it and must outlive the send.
+absl::Status SendHello(testing::LoopbackLink& link, int32_t hidden, int32_t stage,
+                       kernels::cuda::DeviceBuffer& buffer) {
+  absl::StatusOr<kernels::cuda::DeviceBuffer> b = kernels::cuda::DeviceBuffer::Allocate(8);
+  if (!b.ok()) return b.status();
+  buffer = std::move(b).value();
+  const int32_t hello[2] = {hidden, stage};
+  if (absl::Status s = buffer.CopyFromHost(hello, 8); !s.ok()) return s;
+  return link.end(0).Send(buffer.data(), 8, 1, /*stream=*/nullptr);
+}
+
+TEST(CudaRankComputeGpu, StageLinkWarmUpRefusesAnotherHiddenSizeOrStageAndBadWiring) {
+  const ModelConfig c = TinyConfig(0);
+  const Layout l0 = LayoutOf(c, 1, 2, 0), l1 = LayoutOf(c, 1, 2, 1);
+  kernels::cuda::DeviceBuffer received, bad_size, bad_stage;
+  testing::LoopbackLink link;
+  std::unique_ptr<RankCompute> first = Cuda(c, l0), wrong_size = Cuda(c, l1),
+                               wrong_stage = Cuda(c, l1);
+  ASSERT_TRUE(first && wrong_size && wrong_stage);
+  // Links the layout cannot have, or bad peers: refused before anything reaches the link.
+  EXPECT_EQ(first->ConnectStages(&link.end(1), 0, nullptr, -1).code(),
+            absl::StatusCode::kInvalidArgument);  // from a previous stage on the first stage
+  EXPECT_EQ(first->ConnectStages(nullptr, -1, &link.end(0), 0).code(),
+            absl::StatusCode::kInvalidArgument);  // the peer is this rank
+  EXPECT_EQ(first->ConnectStages(nullptr, -1, &link.end(0), 2).code(),
+            absl::StatusCode::kInvalidArgument);  // the peer is outside the group
+  EXPECT_EQ(wrong_size->ConnectStages(nullptr, -1, &link.end(0), 1).code(),
+            absl::StatusCode::kInvalidArgument);  // to a next stage on the last stage
+  EXPECT_EQ(link.sent(0) + link.sent(1), 0);
+  // Those did not use up the one call: a correct one connects and sends [256, 0].
+  ASSERT_OK(first->ConnectStages(nullptr, -1, &link.end(0), 1));
+  EXPECT_EQ(first->ConnectStages(nullptr, -1, &link.end(0), 1).code(),
+            absl::StatusCode::kFailedPrecondition);  // called twice
+  ASSERT_EQ(link.pending(0), 1);
+  {
+    absl::StatusOr<kernels::cuda::DeviceBuffer> b = kernels::cuda::DeviceBuffer::Allocate(8);
+    ASSERT_TRUE(b.ok()) << b.status();
+    received = std::move(b).value();
+    ASSERT_OK(link.end(1).Recv(received.data(), 8, 0, /*stream=*/nullptr));
+    int32_t hello[2] = {-1, -1};
+    ASSERT_OK(received.CopyToHost(hello, 8));  // after the receive: same (legacy) stream
+    EXPECT_EQ(hello[0], c.hidden_size);
+    EXPECT_EQ(hello[1], 0);
+  }
+  // A previous stage of another hidden size, then of the wrong stage.
+  ASSERT_OK(SendHello(link, 128, 0, bad_size));
+  absl::Status s = wrong_size->ConnectStages(&link.end(1), 0, nullptr, -1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("connects stage 0 of hidden size 128 to stage 1 of hidden size 256"),
+            std::string::npos)
+      << s;
+  ASSERT_OK(SendHello(link, 256, 1, bad_stage));
+  s = wrong_stage->ConnectStages(&link.end(1), 0, nullptr, -1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("connects stage 1 of hidden size 256 to stage 1 of hidden size 256"),
+            std::string::npos)
+      << s;
+  // A failed connection was the one call: another is refused without touching the link.
+  s = wrong_stage->ConnectStages(&link.end(1), 0, nullptr, -1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("called twice"), std::string::npos) << s;
+  EXPECT_EQ(link.pending(0), 0);
+}
+
 // ------------------------------- 5. host-only checks -------------------------------
 
 absl::Status CreateWith(const ModelConfig& c, int tp, DeviceCommunicator* group = nullptr) {
@@ -659,6 +816,20 @@ TEST(HostOnly, AcceptsTheHeadMappingOfReplicatedKvHeads) {
   const absl::Status s = CreateWith(c, 4, &group);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("weights:"), std::string::npos) << s;
+}
+
+TEST(HostOnly, LoopbackLinkRefusesAWrongPeerAndAnEarlyReceiveWithoutADevice) {
+  testing::LoopbackLink link;
+  EXPECT_EQ(link.end(0).rank(), 0);
+  EXPECT_EQ(link.end(1).rank(), 1);
+  EXPECT_EQ(link.end(1).size(), 2);
+  int32_t x = 0;  // never copied: each call below fails before it enqueues anything
+  EXPECT_EQ(link.end(0).Send(&x, 4, 0, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(link.end(1).Recv(&x, 4, 1, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(link.end(1).Recv(&x, 4, 0, nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(link.end(0).AllReduceSum(&x, 1, DeviceDType::kF32, nullptr).code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(link.sent(0) + link.pending(0), 0);
 }
 
 TEST(HostOnly, RejectsTensorParallelismWithoutADeviceCommunicator) {

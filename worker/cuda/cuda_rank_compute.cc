@@ -28,14 +28,11 @@
 // (max_position_embeddings, or the sliding window), never from the step's contexts, so a
 // captured graph stays correct for every later context.
 //
-// Pipeline links (ConnectStages): a later stage receives its input with the link's Recv on
-// the compute stream, before the step's kernels (before a graph launch; never inside a
-// capture), into the residual's first `tokens` rows; padded rows are cleared as on the host
-// path. A stage with a next stage copies the residual's real rows into one of kSendSlots
-// device buffers on the compute stream and sends that buffer on a stream of its own, so the
-// next step may overwrite the residual while the send waits for the next stage to receive
-// it. Before a buffer is reused the compute stream waits (on the device) for its previous
-// send: at most kSendSlots sends are in flight.
+// Pipeline links (ConnectStages) are worker/cuda/stage_link.h's StageLink: a later stage
+// receives its input on the compute stream before the step's kernels (before a graph launch;
+// never inside a capture) into the residual's first `tokens` rows, and its padded rows are
+// cleared here as on the host path; a stage with a next stage hands the residual's real rows
+// to the link after the step, which sends them on a stream of its own.
 #include "worker/cuda/cuda_rank_compute.h"
 
 #include <algorithm>
@@ -54,12 +51,16 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device_runtime.h"
+#include "worker/cuda/compute_util.h"
 #include "worker/cuda/create_checks.h"
+#include "worker/cuda/stage_link.h"
 
 namespace tpserve {
 namespace {
 
 namespace kc = kernels::cuda;
+using cuda_compute::Grow;
+using cuda_compute::Prefixed;
 
 constexpr int64_t kAlignBytes = 256;
 // Decode splits never get fewer keys than this (as kernels/cuda's automatic choice).
@@ -70,15 +71,8 @@ constexpr int64_t kReservedLogitsRows = 256;
 constexpr int64_t kUploadChunkBytes = int64_t{16} << 20;
 // Smallest pinned staging allocation: small steps then share one.
 constexpr size_t kMinStagingBytes = size_t{64} << 10;
-// Buffers for the sends to the next pipeline stage: how many may be in flight at once.
-constexpr int kSendSlots = 2;
 
 int64_t AlignUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
-
-absl::Status Prefixed(const absl::Status& s, absl::string_view what) {
-  if (s.ok()) return s;
-  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
-}
 
 std::string Bytes(double b) {
   return absl::StrCat(static_cast<int64_t>(b), " bytes (",
@@ -101,16 +95,6 @@ struct Carver {
     return at;
   }
 };
-
-// Grows `buf` to at least `bytes` (contents are not kept).
-absl::Status Grow(kc::DeviceBuffer& buf, int64_t bytes, absl::string_view what) {
-  if (bytes <= 0 || buf.size() >= static_cast<size_t>(bytes)) return absl::OkStatus();
-  buf = kc::DeviceBuffer();
-  absl::StatusOr<kc::DeviceBuffer> b = kc::DeviceBuffer::Allocate(static_cast<size_t>(bytes));
-  if (!b.ok()) return Prefixed(b.status(), absl::StrCat("allocating ", what));
-  buf = std::move(b).value();
-  return absl::OkStatus();
-}
 
 // n elements of `src` (dtype t) as bf16 at `dst`.
 void ToBf16(DType t, const void* src, int64_t n, uint16_t* dst) {
@@ -159,7 +143,8 @@ class CudaRankComputeImpl final : public CudaRankCompute {
         lkv_(layout.kv_heads()),
         mlp_(layout.mlp_end - layout.mlp_begin),
         qkv_rows_((lq_ + 2 * lkv_) * d_),
-        vocab_local_(layout.vocab_end - layout.vocab_begin) {}
+        vocab_local_(layout.vocab_end - layout.vocab_begin),
+        link_(layout, config.hidden_size) {}
   ~CudaRankComputeImpl() override;
 
   // Creation after the host checks: device, stream, GEMM handle, weights, tables, scratch.
@@ -211,9 +196,6 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   // Enqueues the logits of `rows` of the last step into logits_ ([n, vocab] fp32), with the
   // vocab gather over the TP group.
   absl::Status DeviceLogits(std::span<const int64_t> rows);
-  // Connected to the next stage: enqueues the send of the residual's first `tokens` rows
-  // through the next send slot (see the top of this file).
-  absl::Status EnqueueSend(int64_t tokens);
 
   const ModelConfig config_;
   const Layout layout_;
@@ -248,26 +230,16 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   std::map<int64_t, kc::ExecutableGraph> graphs_;  // by padded decode batch
   CudaComputeStats stats_;
 
-  // Pipeline links (ConnectStages); null where the hidden state goes through the host.
-  bool stages_connected_ = false;  // ConnectStages was called
-  DeviceCommunicator* from_previous_ = nullptr;
-  DeviceCommunicator* to_next_ = nullptr;
-  int previous_peer_ = -1, next_peer_ = -1;
-  kc::OwnedStream send_stream_;  // the sends to the next stage
-  struct SendSlot {
-    kc::DeviceBuffer buffer;  // [rows, hidden] fp32: a step's output while it is sent
-    kc::Event copied;         // compute stream: the output is in `buffer`
-    kc::Event sent;           // send stream: the send from `buffer` is done
-  };
-  SendSlot send_slots_[kSendSlots];
-  int next_slot_ = 0;
+  // Pipeline links (ConnectStages); connected in neither direction where the hidden state
+  // goes through the host.
+  cuda_compute::StageLink link_;
 };
 
 CudaRankComputeImpl::~CudaRankComputeImpl() {
   if (!SetDevice().ok()) return;
   if (stream().handle != nullptr) (void)kc::SynchronizeStream(stream());
   // The send buffers go with this object: the next stage must have received every send.
-  if (send_stream_.get().handle != nullptr) (void)kc::SynchronizeStream(send_stream_.get());
+  (void)link_.WaitForSends();
   DropGraphs();
   stream_ = kc::OwnedStream();
   // The DeviceBuffers free themselves after this.
@@ -634,8 +606,7 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
         "step rows: ", tokens, " token ids, ", rows.positions.size(), " positions, ",
         rows.slots.size(), " slots"));
   }
-  if (!layout_.first_stage() && from_previous_ == nullptr && hidden_in == nullptr &&
-      tokens > 0) {
+  if (!layout_.first_stage() && !link_.receives() && hidden_in == nullptr && tokens > 0) {
     return absl::InvalidArgumentError("Forward on a later stage needs hidden_in");
   }
   int64_t total_blocks = 0, max_seq_tokens = 1;
@@ -656,7 +627,7 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   // the staging buffers this step rewrites.
   RETURN_IF_ERROR(Sync());
   if (tokens == 0) {  // nothing to compute, send or receive (both ends see the same rows)
-    if (hidden_out != nullptr && to_next_ == nullptr) hidden_out->clear();
+    if (hidden_out != nullptr && !link_.sends()) hidden_out->clear();
     step_tokens_ = 0;
     return absl::OkStatus();
   }
@@ -701,11 +672,8 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   RETURN_IF_ERROR(Upload(seqs_.data(), seqs, padded_seqs * sizeof(kc::AttentionSeq),
                          "upload sequences"));
   RETURN_IF_ERROR(Upload(tables_.data(), tables, total_blocks * 4, "upload block tables"));
-  if (from_previous_ != nullptr) {
-    RETURN_IF_ERROR(Prefixed(from_previous_->Recv(residual_.data(),
-                                                  static_cast<size_t>(tokens * h_ * 4),
-                                                  previous_peer_, stream().handle),
-                             "receive the hidden state from the previous stage"));
+  if (link_.receives()) {
+    RETURN_IF_ERROR(link_.EnqueueReceive(residual_.data(), tokens, stream()));
   } else if (!layout_.first_stage()) {
     RETURN_IF_ERROR(Upload(residual_.data(), hidden_in, tokens * h_ * 4, "upload hidden_in"));
   }
@@ -725,8 +693,8 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
     ++stats_.eager_steps;
     capture = graph;
   }
-  if (to_next_ != nullptr) {
-    RETURN_IF_ERROR(EnqueueSend(tokens));
+  if (link_.sends()) {
+    RETURN_IF_ERROR(link_.EnqueueSend(residual_.data(), tokens, capacity_, stream()));
   } else if (hidden_out != nullptr) {
     hidden_out->resize(tokens * h_);
     RETURN_IF_ERROR(Download(hidden_out->data(), residual_.data(), tokens * h_ * 4,
@@ -739,108 +707,13 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   return absl::OkStatus();
 }
 
-absl::Status CudaRankComputeImpl::EnqueueSend(int64_t tokens) {
-  SendSlot& slot = send_slots_[next_slot_];
-  const int64_t bytes = tokens * h_ * 4;
-  if (static_cast<int64_t>(slot.buffer.size()) < bytes) {
-    // The scratch grew: so does the slot, once its previous send no longer reads it.
-    RETURN_IF_ERROR(Prefixed(slot.sent.Synchronize(), "a send to the next stage"));
-    RETURN_IF_ERROR(Grow(slot.buffer, capacity_ * h_ * 4, "a buffer for the next stage"));
-  }
-  const kc::Stream s = stream(), send = send_stream_.get();
-  RETURN_IF_ERROR(Prefixed(slot.sent.MakeStreamWait(s), "wait for a send buffer"));
-  RETURN_IF_ERROR(Prefixed(kc::CopyDeviceToDevice2DAsync(slot.buffer.data(), h_ * 4,
-                                                         residual_.data(), h_ * 4, h_ * 4,
-                                                         tokens, s),
-                           "copy the hidden state for the next stage"));
-  RETURN_IF_ERROR(Prefixed(slot.copied.Record(s), "copy the hidden state for the next stage"));
-  RETURN_IF_ERROR(Prefixed(slot.copied.MakeStreamWait(send), "send to the next stage"));
-  RETURN_IF_ERROR(Prefixed(
-      to_next_->Send(slot.buffer.data(), static_cast<size_t>(bytes), next_peer_, send.handle),
-      "send the hidden state to the next stage"));
-  RETURN_IF_ERROR(Prefixed(slot.sent.Record(send), "send to the next stage"));
-  next_slot_ = (next_slot_ + 1) % kSendSlots;
-  return absl::OkStatus();
-}
-
 absl::Status CudaRankComputeImpl::ConnectStages(DeviceCommunicator* from_previous,
                                                 int previous_peer, DeviceCommunicator* to_next,
                                                 int next_peer) {
-  if (stages_connected_) return absl::FailedPreconditionError("ConnectStages called twice");
-  auto check = [](DeviceCommunicator* link, int peer, absl::string_view which) {
-    if (link == nullptr || (link->size() >= 2 && peer >= 0 && peer < link->size() &&
-                            peer != link->rank())) {
-      return absl::OkStatus();
-    }
-    return absl::InvalidArgumentError(absl::StrCat("the link ", which, ": peer ", peer,
-                                                   " of a group of ", link->size(),
-                                                   " where this rank is ", link->rank()));
-  };
-  if (from_previous != nullptr && layout_.first_stage()) {
-    return absl::InvalidArgumentError("a link from the previous stage on the first stage");
-  }
-  if (to_next != nullptr && layout_.last_stage()) {
-    return absl::InvalidArgumentError("a link to the next stage on the last stage");
-  }
-  RETURN_IF_ERROR(check(from_previous, previous_peer, "from the previous stage"));
-  RETURN_IF_ERROR(check(to_next, next_peer, "to the next stage"));
-  stages_connected_ = true;
+  RETURN_IF_ERROR(link_.Claim(from_previous, previous_peer, to_next, next_peer));
   RETURN_IF_ERROR(SetDevice());
   RETURN_IF_ERROR(Sync());
-  // What may fail locally comes first: a failure there leaves the neighbours to time out in
-  // their half of the exchange, bounded by their communicator's timeout.
-  kc::DeviceBuffer hello;  // [2] int32 sent, then [2] int32 received
-  RETURN_IF_ERROR(Grow(hello, 16, "the stage link check"));
-  if (to_next != nullptr) {
-    ASSIGN_OR_RETURN(send_stream_, kc::OwnedStream::Create());
-    for (SendSlot& slot : send_slots_) {
-      ASSIGN_OR_RETURN(slot.copied, kc::Event::Create());
-      ASSIGN_OR_RETURN(slot.sent, kc::Event::Create());
-    }
-  }
-  // The exchange: receive from the previous stage, then send to the next, on the streams the
-  // steps use. Down the pipeline each rank's receive meets its predecessor's send, the first
-  // stage only sends: nothing waits in a circle. The send is tried even when the receive
-  // failed, so that the next stage learns of it from the agreed status, not a timeout.
-  const int32_t mine[2] = {static_cast<int32_t>(h_), layout_.stage};
-  int32_t theirs[2] = {-1, -1};
-  absl::Status status = absl::OkStatus();
-  if (from_previous != nullptr) {
-    status = Prefixed(from_previous->Recv(hello.as<int32_t>() + 2, 8, previous_peer,
-                                          stream().handle),
-                      "the link from the previous stage");
-  }
-  if (to_next != nullptr) {
-    const kc::Stream send = send_stream_.get();
-    absl::Status sent = Prefixed(kc::CopyHostToDeviceAsync(hello.data(), mine, 8, send),
-                                 "the link to the next stage");
-    if (sent.ok()) {
-      sent = Prefixed(to_next->Send(hello.data(), 8, next_peer, send.handle),
-                      "the link to the next stage");
-    }
-    if (sent.ok()) sent = kc::SynchronizeStream(send);
-    if (status.ok()) status = sent;
-  }
-  if (status.ok() && from_previous != nullptr) {
-    status = Download(theirs, hello.as<int32_t>() + 2, 8, "the link from the previous stage");
-  }
-  if (absl::Status synced = Sync(); status.ok()) status = synced;
-  RETURN_IF_ERROR(status);
-  if (from_previous != nullptr && (theirs[0] != h_ || theirs[1] != layout_.stage - 1)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the link from the previous stage connects stage ", theirs[1], " of hidden size ",
-        theirs[0], " to stage ", layout_.stage, " of hidden size ", h_));
-  }
-  if (to_next != nullptr) {
-    for (SendSlot& slot : send_slots_) {
-      RETURN_IF_ERROR(Grow(slot.buffer, capacity_ * h_ * 4, "a buffer for the next stage"));
-    }
-  }
-  from_previous_ = from_previous;
-  previous_peer_ = previous_peer;
-  to_next_ = to_next;
-  next_peer_ = next_peer;
-  return absl::OkStatus();
+  return link_.Connect(stream(), capacity_);
 }
 
 absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
