@@ -13,7 +13,8 @@
 #     prefill, wall clock per Forward + Sample beside the rooflines, the goals marked MET /
 #     NOT MET, and the per-op breakdown of one step; its tables to stdout and bench.txt;
 #  4. runs the CUDA ops test under compute-sanitizer (memcheck on everything but the large
-#     GEMM shapes, racecheck on the shared-memory kernels: AddRmsNorm and attention) when the
+#     GEMM shapes, memcheck on rank_compute_test, racecheck on the shared-memory kernels:
+#     AddRmsNorm and attention) when the
 #     sanitizer exists and works there, within what is left of an 8-minute budget.
 # Logs and gtest JSON files go to $OUT (the device tool's output folder) when set, else to
 # build-gpu/device-check/. If the machine lacks abseil or GoogleTest, bundle them first with
@@ -110,15 +111,15 @@ sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sani
   /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
 test_bin="$build/tests/gpu/cuda_ops_test"
 if [ -n "$sanitizer" ] && [ -x "$test_bin" ]; then
-  run_sanitizer() {  # name, tool, gtest filter, share of the remaining time (percent)
-    local rc=0 left=$((budget - ($(date +%s) - t0)))
+  run_sanitizer() {  # name, tool, gtest filter, share of the remaining time (percent), binary
+    local rc=0 left=$((budget - ($(date +%s) - t0))) bin=${5:-$test_bin}
     local limit=$((left * $4 / 100))
     if [ "$limit" -lt 30 ]; then
       echo "compute-sanitizer $2 ($3): not run, only ${left}s of the budget left"
       return
     fi
     [ "$limit" -gt 200 ] && limit=200
-    timeout "$limit" "$sanitizer" --tool "$2" --error-exitcode 9 --print-limit 20 "$test_bin" \
+    timeout "$limit" "$sanitizer" --tool "$2" --error-exitcode 9 --print-limit 20 "$bin" \
       --gtest_brief=1 --gtest_filter="$3" >"$out/sanitizer-$1.log" 2>&1 || rc=$?
     case $rc in
       0) echo "compute-sanitizer $2 ($3): clean" ;;
@@ -131,7 +132,10 @@ if [ -n "$sanitizer" ] && [ -x "$test_bin" ]; then
   }
   stamp "compute-sanitizer ($sanitizer)"
   # The large GEMM shapes (names with x4096 / x14336) only exercise cuBLASLt at size, slowly.
-  run_sanitizer memcheck memcheck '*-*x4096*:*x14336*' 50
+  run_sanitizer memcheck memcheck '*-*x4096*:*x14336*' 40
+  # The worker's compute on the tiny model: staging copies, graphs, stage link, sampling.
+  [ -x "$build/tests/gpu/rank_compute_test" ] &&
+    run_sanitizer memcheck-compute memcheck '*' 40 "$build/tests/gpu/rank_compute_test"
   run_sanitizer racecheck racecheck '*AddRmsNorm*:*PrefillAttention*:*DecodeAttention*' 100
 else
   stamp "compute-sanitizer not found: skipped"
