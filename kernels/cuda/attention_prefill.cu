@@ -336,7 +336,10 @@ int Launch(const PrefillArgs& args, int64_t max_seq_tokens, int64_t num_seqs,
   cudaError_t err = cudaFuncSetAttribute(PrefillAttentionKernel<D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(S::kBytes));
-  if (err != cudaSuccess) return static_cast<int>(err);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // returned here: not again by the next op's launch check
+    return static_cast<int>(err);
+  }
   const int64_t tiles = (max_seq_tokens + kBlockM - 1) / kBlockM;
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(args.q_heads),
                   static_cast<unsigned>(num_seqs));

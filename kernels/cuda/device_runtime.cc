@@ -12,7 +12,12 @@
 namespace tpserve::kernels::cuda {
 namespace {
 
+// The runtime also keeps a failed call's error as the thread's "last error", which every
+// launcher of kernels/cuda reads (cudaGetLastError) right after its launch: left there, the
+// error of a failed capture, copy or event call would fail the next, unrelated op. It is
+// reported here, so clear it (a sticky error, a broken context, stays and is reported again).
 absl::Status Cuda(cudaError_t err, absl::string_view what) {
+  if (err != cudaSuccess) (void)cudaGetLastError();
   return CudaErrorToStatus(static_cast<int>(err), what);
 }
 
@@ -183,7 +188,8 @@ absl::StatusOr<ExecutableGraph> CaptureGraph(Stream stream,
   // Always end the capture, so that the stream is usable again whatever enqueue did.
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(s, &graph);
-  absl::Status status = enqueued.ok() ? Cuda(ended, "cudaStreamEndCapture") : enqueued;
+  const absl::Status end_status = Cuda(ended, "cudaStreamEndCapture");  // clears it either way
+  absl::Status status = enqueued.ok() ? end_status : enqueued;
   ExecutableGraph result;
   if (status.ok()) {
     cudaGraphExec_t exec = nullptr;

@@ -7,8 +7,10 @@
 //
 // Every error is a Status from CudaErrorToStatus (cuda_status.h), whose message starts with
 // the runtime call ("cudaMemcpyAsync host to device: cudaErrorInvalidValue: ..."), so a caller
-// prefixes its own context. Nothing here aborts; without a GPU or driver every call that
-// reaches the runtime returns an error (Unavailable for no device or driver).
+// prefixes its own context. A failed call also clears the runtime's per-thread "last error"
+// (a sticky one stays), so that it does not resurface as the failure of the next kernel
+// launch, whose launcher reads cudaGetLastError. Nothing here aborts; without a GPU or driver
+// every call that reaches the runtime returns an error (Unavailable for no device or driver).
 // Threading: every function may be called from any thread; the runtime's "current device" is
 // per thread (SetDevice), and a stream, event or graph belongs to the device that was current
 // when it was created. An object here is used by one thread at a time.

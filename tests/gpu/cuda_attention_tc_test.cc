@@ -6,7 +6,8 @@
 // first key tile starts before position 0 or before the window), windows of 1, 50, 63, 64 and
 // 65 keys whose edges fall inside key tiles, block sizes 1 and 7, large scores (a running max
 // that keeps moving, exp2 underflowing to 0), NaN/inf in V in full, diagonal and window-edge
-// tiles (the kernel's exact CUDA-core P V path), 2-byte q loads, one block looping over tiles.
+// tiles (the kernel's exact CUDA-core P V path), 2-byte q loads, one block looping over tiles
+// (also through the exact path).
 // Also the host-side check that the internal entry points share the public op's checks.
 #include <gtest/gtest.h>
 
@@ -58,6 +59,10 @@ const std::vector<AttnCase>& TensorCoreEdgeCases() {
       {"tc_odd_q_stride_2byte_loads_d128_g4_bs16", 128, 8, 2, 16, 0, {{33, 5}, {70, 0}}, 1},
       {"tc_hint_1_one_block_loops_over_tiles_d128_g4_bs16", 128, 8, 2, 16, 0,
        {{300, 0}, {129, 64}}, 0, false, false, P::kNone, 1},
+      // One block runs every query tile in turn, and the exact path's P (written over the Q
+      // region) precedes the next tile's Q load: the reuse of shared memory across query tiles.
+      {"tc_hint_1_nan_in_v_exact_path_then_next_tile_d64_g2_bs16", 64, 4, 2, 16, 0,
+       {{200, 0}, {70, 5}}, 0, false, false, P::kNanInV, 1},
       {"tc_bad_block_entry_window_30_d64_g2_bs16", 64, 4, 2, 16, 30, {{20, 0}, {100, 50}}, 0,
        true, false, P::kBadBlockEntry},
   };

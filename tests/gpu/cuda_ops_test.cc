@@ -47,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/device_runtime.h"
 #include "kernels/ops.h"
 #include "tests/gpu/cuda_test_util.h"
 
@@ -547,6 +548,70 @@ TEST_P(GatherRowsMatchesReference, ExactBitsWithGuards) {
 }
 INSTANTIATE_TEST_SUITE_P(CudaOps, GatherRowsMatchesReference,
                          ::testing::ValuesIn(GatherRowsCases()), NameOf<GatherRowsCase>);
+
+// ============================== device runtime ==============================
+// CaptureGraph (kernels/cuda/device_runtime.h) around an op: a capture that fails (a stream
+// synchronisation inside it, which capture forbids) returns an error and leaves nothing behind,
+// neither a capturing stream nor the runtime's "last error" that every launcher reads after its
+// launch (left there, it would fail the next, unrelated op); a good capture runs nothing until
+// its graph is launched, and then gives the eager op's exact result.
+TEST(CudaRuntime, FailedCapturesLeaveNoErrorForTheNextLaunchAndGraphsReplayExactly) {
+  ASSERT_OK_AND_ASSIGN(OwnedStream owned, OwnedStream::Create());
+  const Stream s = owned.get();
+  constexpr int64_t kRows = 3, kSrcRows = 5, kDim = 40;
+  std::mt19937 rng(SeedOf("capture_gather"));
+  const std::vector<uint16_t> src = RandomBf16(kSrcRows * kDim, rng, 3.0f);
+  const std::vector<int32_t> indices = {4, 0, 2};
+  std::vector<uint16_t> want(kRows * kDim);
+  for (int64_t i = 0; i < kRows; ++i) {
+    std::copy_n(src.begin() + indices[i] * kDim, kDim, want.begin() + i * kDim);
+  }
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_src, Upload(src));
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_indices, Upload(indices));
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_out, DeviceBuffer::Allocate(want.size() * 2));
+  const GatherRowsParams p{d_src.as<uint16_t>(), d_indices.as<int32_t>(),
+                           d_out.as<uint16_t>(),  kRows, kSrcRows, kDim};
+  auto download = [&]() {
+    std::vector<uint16_t> got(want.size(), 0);
+    EXPECT_TRUE(SynchronizeStream(s).ok());
+    EXPECT_TRUE(d_out.CopyToHost(got.data(), got.size() * 2).ok());
+    return got;
+  };
+
+  // Enqueue fails (its own error is returned), the end of the capture fails too.
+  absl::StatusOr<ExecutableGraph> failed = CaptureGraph(s, [&]() -> absl::Status {
+    if (absl::Status st = GatherRows(p, s); !st.ok()) return st;
+    return SynchronizeStream(s);
+  });
+  EXPECT_FALSE(failed.ok()) << "a synchronisation inside a capture went unnoticed";
+  ASSERT_OK(MemsetAsync(d_out.data(), 0, want.size() * 2, s));
+  {
+    const absl::Status next = GatherRows(p, s);
+    ASSERT_TRUE(next.ok()) << "a failed capture left its error for the next launch: " << next;
+  }
+  EXPECT_TRUE(download() == want);
+
+  // Enqueue reports success, only the end of the capture fails.
+  failed = CaptureGraph(s, [&]() -> absl::Status {
+    (void)SynchronizeStream(s);
+    return absl::OkStatus();
+  });
+  EXPECT_FALSE(failed.ok()) << "an invalidated capture was instantiated";
+  {
+    const absl::Status next = GatherRows(p, s);
+    ASSERT_TRUE(next.ok()) << "a failed capture left its error for the next launch: " << next;
+  }
+
+  // A good capture: nothing runs until the graph is launched, then each launch gathers.
+  ASSERT_OK(MemsetAsync(d_out.data(), 0, want.size() * 2, s));
+  ASSERT_OK_AND_ASSIGN(ExecutableGraph graph, CaptureGraph(s, [&] { return GatherRows(p, s); }));
+  EXPECT_TRUE(download() == std::vector<uint16_t>(want.size(), 0)) << "capture ran the op";
+  for (int replay = 0; replay < 2; ++replay) {
+    ASSERT_OK(MemsetAsync(d_out.data(), 0, want.size() * 2, s));
+    ASSERT_OK(graph.Launch(s));
+    EXPECT_TRUE(download() == want) << "replay " << replay;
+  }
+}
 
 // ============================== registry ==============================
 
