@@ -153,10 +153,14 @@ class NcclCommunicator final : public DeviceCommunicator {
       }
     }
     if (rc == ncclSuccess) return absl::OkStatus();
-    absl::Status status = NcclResultToStatus(rc, absl::StrCat("NCCL ", what, Where()));
-    // A rejected call had no effect and leaves the communicator usable.
-    if (rc == ncclInvalidArgument || rc == ncclInvalidUsage) return status;
-    return Fail(std::move(status));
+    // Even a call NCCL rejected (ncclInvalidArgument / ncclInvalidUsage) leaves a non-blocking
+    // communicator unusable: NCCL records the rejection as the communicator's state
+    // (ncclEnqueueCheck's failure path calls ncclCommSetAsyncError), and every later call
+    // checks that state first (ncclCommEnsureReady) and fails with it. The peers may also have
+    // made the matching call and wait for this rank. So abort, as for any other failure; the
+    // status keeps NCCL's code (InvalidArgument for a rejection), later calls are Unavailable.
+    // (This class's own argument checks come before NCCL and leave the communicator usable.)
+    return Fail(NcclResultToStatus(rc, absl::StrCat("NCCL ", what, Where())));
   }
 
   absl::Status Fail(absl::Status status) {

@@ -25,6 +25,11 @@
 //     send slots), an empty step, and decode steps at padded buckets with graph replays; and
 //     the warm-up exchange refuses a previous stage of another hidden size or stage, a
 //     second call and wiring the layout cannot have.
+//  7. TensorParallel (tp 2 and 4): the tensor ranks of one stage as threads on the one GPU, their
+//     collectives through tests/gpu/loopback_link.h's HostCollectiveGroup (host round trips,
+//     graphs off): prefill and padded decode buckets give every rank the same logits, within
+//     the bf16 band of one CPU rank, with a vocabulary whose last shard is shorter; Sample fills
+//     tensor rank 0's results only; every rank makes the same collectives.
 // Tolerance ("the bf16 band"): normalised error max|cuda - cpu| / max|cpu| <= 3e-2. The CPU
 // keeps activations in fp32; the CUDA path rounds each GEMM input and output and the K/V cache
 // to bf16 (relative error <= 2^-9 each, about 1e-3 rms). A layer has about nine such
@@ -52,6 +57,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -755,6 +761,160 @@ TEST(CudaRankComputeGpu, StageLinkWarmUpRefusesAnotherHiddenSizeOrStageAndBadWir
   EXPECT_NE(s.message().find("called twice"), std::string::npos) << s;
   EXPECT_EQ(link.pending(0), 0);
 }
+
+// ------------------------------- 7. tensor parallelism -------------------------------
+
+// What one tensor rank of TensorParallel returned, step by step.
+struct TpRankRun {
+  absl::Status status;
+  std::vector<std::vector<float>> logits;          // per step: the last rows' logits
+  std::vector<std::vector<SampledToken>> sampled;  // per step: Sample() of the last rows
+};
+
+// The sampled rows of a TensorParallel step: greedy with two top logprobs for even sequences,
+// temperature 0.8 with top-k 40 for odd ones.
+std::vector<SampleRow> TpSampleRows(const HostStep& hs, const Batch& batch,
+                                    const std::vector<int>& active) {
+  std::vector<SampleRow> rows;
+  for (size_t k = 0; k < active.size(); ++k) {
+    SampleRow r;
+    r.row = hs.last_rows[k];
+    if (k % 2 == 1) {
+      r.params.temperature = 0.8f;
+      r.params.top_k = 40;
+      r.params.seed = 1000 + k;
+    } else {
+      r.params.temperature = 0.0f;
+      r.top_logprobs = 2;
+    }
+    r.position = batch.seqs[active[k]].cached + static_cast<int64_t>(hs.seqs[k].num_tokens);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+// TP = GetParam() ranks of one stage, each a CudaRankCompute driven by its own thread on the
+// one GPU, their all-reduces and vocab all-gathers through testing::HostCollectiveGroup (host
+// round trips, so graphs off: a multi-GPU NCCL run is the only other place these paths run).
+// The vocabulary is 501, so its shards of ceil(501 / tp) rows end with a shorter one that is
+// padded for the gather. Over a ragged prefill and decode steps at buckets 4 (a padded row in
+// every all-reduce) and 2: every rank's logits are the same full rows, within the bf16 band of
+// one CPU rank holding the whole model; Sample fills tensor rank 0's results only (greedy =
+// the argmax of those logits, the temperature rows = the host sampler on them) and leaves the
+// other ranks' at token -1; and every rank made the same collectives.
+class TensorParallel : public ::testing::TestWithParam<int> {};
+
+TEST_P(TensorParallel, RanksGiveOneCpuRanksLogitsAndOnlyRankZeroSamples) {
+  const int tp = GetParam();
+  ModelConfig c = TinyConfig(24);
+  c.vocab_size = 501;
+  const int64_t vocab = c.vocab_size;
+  std::unique_ptr<RankCompute> cpu = Cpu(c, LayoutOf(c, 1, 1, 0));
+  ASSERT_TRUE(cpu);
+  ASSERT_GT(LayoutOf(c, tp, 1, 0).vocab_shard * tp, vocab);  // the last shard is shorter
+
+  // The steps, each feeding the CPU's greedy tokens, and the CPU's logits of their last rows.
+  std::vector<std::vector<int>> plan = {{0, 1, 2}};
+  for (int i = 0; i < 3; ++i) plan.push_back({0, 1, 2});
+  for (int i = 0; i < 2; ++i) plan.push_back({0, 2});
+  Batch batch({37, 5, 64}, 8, vocab, 29);
+  std::vector<HostStep> steps;
+  std::vector<std::vector<SampleRow>> sample_rows;
+  std::vector<std::vector<float>> want;
+  for (const std::vector<int>& active : plan) {
+    steps.emplace_back(batch, active);
+    const HostStep& hs = steps.back();
+    sample_rows.push_back(TpSampleRows(hs, batch, active));
+    ASSERT_OK(cpu->Forward(hs.rows(), nullptr, nullptr));
+    std::vector<float> w;
+    ASSERT_OK(Logits(*cpu, hs.last_rows, &w));
+    std::vector<int32_t> next;
+    for (size_t k = 0; k < active.size(); ++k) {
+      next.push_back(TopOf(w.data() + k * vocab, vocab).token);
+    }
+    want.push_back(std::move(w));
+    Advance(batch, active, next);
+  }
+  ASSERT_TRUE(steps[1].decode);
+
+  testing::HostCollectiveGroup group(tp);
+  std::vector<std::unique_ptr<RankCompute>> ranks;
+  for (int t = 0; t < tp; ++t) {
+    const Layout l = LayoutOf(c, tp, 1, t);
+    CudaComputeOptions o;
+    o.graphs = false;
+    o.max_step_tokens = 128;
+    absl::StatusOr<std::unique_ptr<RankCompute>> r =
+        CreateCudaRankCompute(c, l, MakeShardWeights(c, l), &group.end(t), o);
+    ASSERT_TRUE(r.ok()) << "tensor rank " << t << ": " << r.status();
+    ASSERT_OK((*r)->AllocateKvCache(kNumBlocks, kBlockSize));
+    ranks.push_back(std::move(r).value());
+  }
+  std::vector<TpRankRun> runs(tp);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < tp; ++t) {
+    threads.emplace_back([&, t] {
+      TpRankRun& run = runs[t];
+      RankCompute& r = *ranks[t];
+      for (size_t s = 0; s < steps.size() && run.status.ok(); ++s) {
+        std::vector<float> logits;
+        std::vector<SampledToken> sampled;
+        run.status = r.Forward(steps[s].rows(), nullptr, nullptr);
+        if (run.status.ok()) run.status = r.Logits(steps[s].last_rows, &logits);
+        if (run.status.ok()) run.status = r.Sample(sample_rows[s], &sampled);
+        run.logits.push_back(std::move(logits));
+        run.sampled.push_back(std::move(sampled));
+      }
+      if (!run.status.ok()) group.Abort();  // the other ranks must not wait for this one
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < tp; ++t) {
+    ASSERT_TRUE(runs[t].status.ok()) << "tensor rank " << t << ": " << runs[t].status;
+  }
+
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const std::vector<float>& got = runs[0].logits[s];
+    EXPECT_LE(NormalisedError(got, want[s]), kBand) << "tp " << tp << " step " << s;
+    for (int t = 1; t < tp; ++t) {
+      ASSERT_EQ(runs[t].logits[s].size(), got.size());
+      EXPECT_EQ(std::memcmp(runs[t].logits[s].data(), got.data(), got.size() * sizeof(float)), 0)
+          << "tp " << tp << " step " << s << ": tensor rank " << t << " reassembled other rows";
+    }
+    const std::vector<SampleRow>& rows = sample_rows[s];
+    ASSERT_EQ(runs[0].sampled[s].size(), rows.size());
+    for (size_t k = 0; k < rows.size(); ++k) {
+      const SampledToken& o = runs[0].sampled[s][k];
+      const float* g = got.data() + k * vocab;
+      std::vector<float> scratch(g, g + vocab);
+      EXPECT_EQ(o.token, SampleToken(scratch.data(), vocab, rows[k].params, {}, rows[k].position))
+          << "tp " << tp << " step " << s << " row " << k;
+      if (rows[k].top_logprobs > 0) {
+        EXPECT_EQ(o.token, TopOf(g, vocab).token) << "step " << s << " row " << k;
+        EXPECT_EQ(o.logprob.token, o.token);
+        EXPECT_EQ(o.logprob.top.size(), 2u);
+      }
+    }
+    for (int t = 1; t < tp; ++t) {
+      ASSERT_EQ(runs[t].sampled[s].size(), rows.size());
+      for (const SampledToken& o : runs[t].sampled[s]) {
+        EXPECT_EQ(o.token, -1) << "tensor rank " << t << " filled a sampled token";
+      }
+    }
+  }
+  // Per step: two all-reduces per layer, then one vocab all-gather each for Logits and Sample.
+  EXPECT_EQ(group.collectives(), static_cast<int>(steps.size()) * (2 * c.num_layers + 2));
+  for (int t = 0; t < tp; ++t) {
+    const CudaComputeStats st = StatsOf(*ranks[t]);
+    EXPECT_EQ(st.eager_steps, static_cast<int64_t>(steps.size()));
+    EXPECT_EQ(st.graph_launches, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, TensorParallel, ::testing::Values(2, 4),
+                         [](const ::testing::TestParamInfo<int>& i) {
+                           return "tp" + std::to_string(i.param);
+                         });
 
 // ------------------------------- 5. host-only checks -------------------------------
 

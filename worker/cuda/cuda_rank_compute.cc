@@ -396,6 +396,11 @@ absl::Status CudaRankComputeImpl::EnsureScratch(int64_t rows) {
 
 absl::Status CudaRankComputeImpl::EnsureHead(int64_t rows) {
   if (rows <= head_capacity_) return absl::OkStatus();
+  // Grow frees a buffer before allocating its replacement: should one allocation fail, the
+  // buffers before it are larger and the failed one is empty, so the old capacity no longer
+  // holds. Zero until every buffer has grown, so that the next call retries them all instead
+  // of handing the ops an empty buffer.
+  head_capacity_ = 0;
   const int64_t n = AlignUp(rows, 16), vocab = config_.vocab_size;
   const int64_t shard = layout_.vocab_shard;
   RETURN_IF_ERROR(Grow(head_rows_, n * 4, "logits row indices"));
