@@ -61,8 +61,11 @@ absl::StatusOr<Loaded> LoadRank(const std::string& model_dir, const EngineOption
 }
 
 // The backend every rank of the job uses: all ranks must agree, since CPU ranks reduce over
-// MPI and CUDA ranks over NCCL. "auto" is cuda only when every rank sees a GPU.
-absl::StatusOr<std::string> ChooseBackend(const std::string& asked, Communicator& world) {
+// MPI and CUDA ranks over NCCL. "auto" is cuda only when every rank sees a GPU whose kernels
+// take the model and layout (CudaBackendSupports), and NCCL where the layout needs it.
+absl::StatusOr<std::string> ChooseBackend(const EngineOptions& o, const Loaded& loaded,
+                                          Communicator& world) {
+  const std::string& asked = o.backend;
   if (asked == "cpu") return asked;
   const int devices = CudaDeviceCount();
   if (asked == "cuda") {
@@ -75,7 +78,11 @@ absl::StatusOr<std::string> ChooseBackend(const std::string& asked, Communicator
     RETURN_IF_ERROR(AgreeOnStatus(world, local));
     return asked;
   }
-  int32_t lacking = devices == 0 ? 1 : 0;
+  const Layout& l = loaded.layout;
+  const bool needs_nccl = l.tp > 1 || (l.pp > 1 && o.stage_handoff == "nccl");
+  const bool usable = devices > 0 && CudaBackendSupports(loaded.config, l).ok() &&
+                      (!needs_nccl || NcclAvailable());
+  int32_t lacking = usable ? 0 : 1;
   RETURN_IF_ERROR(world.AllReduceMax(&lacking, 1));
   return std::string(lacking == 0 ? "cuda" : "cpu");
 }
@@ -135,7 +142,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
                    world.Split(world.rank() / tp, world.rank() % tp));
   absl::StatusOr<Loaded> loaded = LoadRank(model_dir, o, world.size(), world.rank());
   RETURN_IF_ERROR(AgreeOnStatus(world, loaded.status()));
-  ASSIGN_OR_RETURN(std::string backend, ChooseBackend(o.backend, world));
+  ASSIGN_OR_RETURN(std::string backend, ChooseBackend(o, *loaded, world));
 
   std::unique_ptr<DeviceCommunicator> device_group;
   StageLinks links;

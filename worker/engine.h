@@ -40,8 +40,8 @@ struct EngineOptions {
   std::vector<int> layers_per_stage;  // empty = even split
   int64_t kv_block_size = 16;         // tokens per KV block
   int64_t kv_num_blocks = 0;  // 0 = what the backend fits (RankCompute::KvBlocksThatFit)
-  // Compute backend: "cpu", "cuda" or "auto" (cuda when every rank sees a GPU). All ranks of
-  // the job use the same one.
+  // Compute backend: "cpu", "cuda" or "auto" (cuda when every rank sees a GPU whose kernels
+  // take the model and layout, else cpu). All ranks of the job use the same one.
   std::string backend = "cpu";
   int cuda_device = 0;               // this rank's GPU (main.cc: its node-local rank)
   double gpu_memory_fraction = 0.9;  // share of the GPU for weights, scratch and KV cache

@@ -31,7 +31,7 @@ ABSL_FLAG(int, kv_block_size, 16, "tokens per KV block");
 ABSL_FLAG(int, kv_blocks, 0,
           "KV blocks per rank (0 = what the backend fits: cpu four full contexts, cuda "
           "--gpu_memory_fraction of the GPU after weights)");
-ABSL_FLAG(std::string, backend, "cpu", "compute backend: cpu, cuda or auto (cuda if every rank sees a GPU)");
+ABSL_FLAG(std::string, backend, "cpu", "compute backend: cpu, cuda or auto (cuda if every rank sees a GPU and the CUDA kernels take the model)");
 ABSL_FLAG(double, gpu_memory_fraction, 0.9, "cuda: share of each GPU for weights, scratch and KV cache");
 ABSL_FLAG(bool, cuda_graphs, true, "cuda: replay decode steps from CUDA graphs");
 ABSL_FLAG(int, nccl_timeout_s, 60, "cuda: seconds allowed for NCCL communicator set-up");

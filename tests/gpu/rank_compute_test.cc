@@ -368,6 +368,23 @@ TEST(HostOnly, LoopbackLinkRefusesAWrongPeerAndAnEarlyReceiveWithoutADevice) {
   EXPECT_EQ(link.sent(0) + link.pending(0), 0);
 }
 
+// What --backend auto asks before it picks cuda: the same refusals, without weights or device.
+TEST(HostOnly, BackendSupportNamesWhatTheKernelsCannotRun) {
+  const ModelConfig ok = TinyConfig(24);
+  EXPECT_TRUE(CudaBackendSupports(ok, LayoutOf(ok, 1, 1, 0)).ok());
+  EXPECT_TRUE(CudaBackendSupports(ok, LayoutOf(ok, 2, 1, 1)).ok());
+  ModelConfig hd24 = TinyConfig(0);
+  hd24.head_dim = 24;
+  const absl::Status s = CudaBackendSupports(hd24, LayoutOf(hd24, 1, 1, 0));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("head_dim 64 and 128; this model has 24"), std::string::npos) << s;
+  ModelConfig wide = TinyConfig(0);  // 32 query heads per KV head: above the decode kernel's 16
+  wide.num_heads = 32;
+  wide.num_kv_heads = 1;
+  EXPECT_EQ(CudaBackendSupports(wide, LayoutOf(wide, 1, 1, 0)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(HostOnly, RejectsTensorParallelismWithoutADeviceCommunicator) {
   const absl::Status s = CreateWith(TinyConfig(0), 2);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;

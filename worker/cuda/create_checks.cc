@@ -1,4 +1,5 @@
-// The host-side checks of CreateCudaRankCompute (create_checks.h).
+// The host-side checks of CreateCudaRankCompute (create_checks.h) and CudaBackendSupports
+// (cuda_rank_compute.h).
 #include "worker/cuda/create_checks.h"
 
 #include <cstdint>
@@ -12,7 +13,6 @@
 namespace tpserve::cuda_compute {
 namespace {
 
-namespace kc = kernels::cuda;
 
 absl::Status CheckMatrix(const kernels::WeightMatrix& m, int64_t rows, int64_t cols,
                          absl::string_view name) {
@@ -47,8 +47,11 @@ bool ConvertibleDType(DType t) {
   return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
 }
 
-absl::Status CheckCreateArgs(const ModelConfig& c, const Layout& l, const ShardWeights& w,
-                             DeviceCommunicator* tp_group, const CudaComputeOptions& o) {
+}  // namespace tpserve::cuda_compute
+
+namespace tpserve {
+
+absl::Status CudaBackendSupports(const ModelConfig& c, const Layout& l) {
   if (c.head_dim != 64 && c.head_dim != 128) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the CUDA backend supports head_dim 64 and 128; this model has ", c.head_dim));
@@ -81,11 +84,22 @@ absl::Status CheckCreateArgs(const ModelConfig& c, const Layout& l, const ShardW
           c.num_kv_heads, " KV heads or is a multiple of them"));
     }
   }
-  if (local_group > kc::kMaxDecodeGroup) {
+  if (local_group > kernels::cuda::kMaxDecodeGroup) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the CUDA backend supports at most ", kc::kMaxDecodeGroup,
+        "the CUDA backend supports at most ", kernels::cuda::kMaxDecodeGroup,
         " query heads per KV head; this rank has ", local_group));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace tpserve
+
+namespace tpserve::cuda_compute {
+
+absl::Status CheckCreateArgs(const ModelConfig& c, const Layout& l, const ShardWeights& w,
+                             DeviceCommunicator* tp_group, const CudaComputeOptions& o) {
+  RETURN_IF_ERROR(CudaBackendSupports(c, l));
+  const int lq = l.q_heads(), lkv = l.kv_heads();
   if (l.tp > 1 && tp_group == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor parallelism ", l.tp, " needs a device communicator for the group"));

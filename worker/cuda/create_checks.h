@@ -17,10 +17,9 @@ namespace tpserve::cuda_compute {
 bool ConvertibleDType(DType t);
 
 // InvalidArgument, naming the first problem, for what CreateCudaRankCompute documents as
-// InvalidArgument: head_dim not 64 or 128, a config that is no valid decoder, a local query
-// head -> KV head mapping the device attention cannot express, more query heads per KV head
-// than kernels::cuda::kMaxDecodeGroup, a missing or mismatched tp_group, options out of range,
-// or weights whose count, shapes or dtypes do not match this rank's slices.
+// InvalidArgument: what CudaBackendSupports refuses (cuda_rank_compute.h), a missing or
+// mismatched tp_group, options out of range, or weights whose count, shapes or dtypes do not
+// match this rank's slices.
 [[nodiscard]] absl::Status CheckCreateArgs(const ModelConfig& c, const Layout& l,
                                            const ShardWeights& w, DeviceCommunicator* tp_group,
                                            const CudaComputeOptions& o);

@@ -55,6 +55,13 @@ class CudaRankCompute : public RankCompute {
 // Visible CUDA devices: 0 when there is none, no driver, or this build has no CUDA.
 int CudaDeviceCount();
 
+// OK when the CUDA kernels can run `config` under `layout`; else InvalidArgument naming why:
+// head_dim other than 64 or 128, a config that is no valid decoder, a local query-head ->
+// KV-head mapping the device attention cannot express, more than kernels::cuda::kMaxDecodeGroup
+// query heads per KV head (FailedPrecondition in a build without CUDA). Host-only: touches no
+// device. --backend auto takes cuda only where this is OK on every rank.
+[[nodiscard]] absl::Status CudaBackendSupports(const ModelConfig& config, const Layout& layout);
+
 // Uploads this rank's `weights` (host; matrices F32, F16 or BF16 are stored as bf16 on the
 // device, norm vectors likewise; the caller may free its copy afterwards), the RoPE tables and
 // scratch for options.max_step_tokens rows on device options.device, and creates its stream

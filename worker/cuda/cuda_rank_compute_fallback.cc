@@ -7,6 +7,10 @@ namespace tpserve {
 
 int CudaDeviceCount() { return 0; }
 
+absl::Status CudaBackendSupports(const ModelConfig& config, const Layout& layout) {
+  return absl::FailedPreconditionError("tpserve was built without CUDA");
+}
+
 absl::StatusOr<std::unique_ptr<RankCompute>> CreateCudaRankCompute(
     const ModelConfig& config, const Layout& layout, const ShardWeights& weights,
     DeviceCommunicator* tp_group, const CudaComputeOptions& options) {
