@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu/event_timing.h"
 #include "bench/gpu/fill.h"
 #include "common/dtype.h"
 #include "kernels/cuda/attention_internal.h"
@@ -34,28 +35,6 @@ kc::DeviceBuffer Allocate(size_t bytes, const char* what) {
   absl::StatusOr<kc::DeviceBuffer> b = kc::DeviceBuffer::Allocate(bytes);
   Check(b.status(), what);
   return std::move(b).value();
-}
-
-template <typename Fn>
-double MedianMs(cudaStream_t stream, int warmup, int reps, Fn fn) {
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t start, stop;
-  CheckCuda(cudaEventCreate(&start), "cudaEventCreate");
-  CheckCuda(cudaEventCreate(&stop), "cudaEventCreate");
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    CheckCuda(cudaEventRecord(start, stream), "cudaEventRecord");
-    fn();
-    CheckCuda(cudaEventRecord(stop, stream), "cudaEventRecord");
-    CheckCuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float t = 0;
-    CheckCuda(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
-    ms.push_back(t);
-  }
-  (void)cudaEventDestroy(start);
-  (void)cudaEventDestroy(stop);
-  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-  return ms[ms.size() / 2];
 }
 
 std::vector<float> Download(const kc::DeviceBuffer& b, size_t elems) {
@@ -114,11 +93,11 @@ AttentionKernelTimes TimePrefillAttentionKernels(const ModelConfig& config, int6
   const double pairs = static_cast<double>(tokens) * static_cast<double>(tokens + 1) / 2;
   t.flops = 4.0 * static_cast<double>(qh * d) * pairs;
   p.out = out_tc.as<uint16_t>();
-  t.tensor_core_ms = MedianMs(stream, 2, 10, [&] {
+  t.tensor_core_ms = MedianEventMs(stream, 2, 10, [&] {
     Check(kc::internal::PagedPrefillAttentionTensorCore(p, s), "tensor-core kernel");
   });
   p.out = out_simt.as<uint16_t>();
-  t.simt_ms = MedianMs(stream, 1, 5, [&] {
+  t.simt_ms = MedianEventMs(stream, 1, 5, [&] {
     Check(kc::internal::PagedPrefillAttentionSimt(p, s), "CUDA-core kernel");
   });
   CheckCuda(cudaStreamSynchronize(stream), "sync");

@@ -64,6 +64,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/gpu/attention_kernels.h"
+#include "bench/gpu/event_timing.h"
 #include "bench/gpu/fill.h"
 #include "bench/gpu/random_weights.h"
 #include "bench/gpu/step_timing.h"
@@ -490,28 +491,6 @@ std::vector<Breakdown> MeasureBreakdown(const ModelConfig& config, cudaStream_t 
 }
 
 // ---------------------------------- timing ----------------------------------
-// Median milliseconds of `reps` runs of `fn` on `stream` after `warmup` runs (CUDA events).
-template <typename Fn>
-double TimeMs(cudaStream_t stream, int warmup, int reps, Fn fn) {
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t start, stop;
-  CheckCuda(cudaEventCreate(&start), "cudaEventCreate");
-  CheckCuda(cudaEventCreate(&stop), "cudaEventCreate");
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    CheckCuda(cudaEventRecord(start, stream), "cudaEventRecord");
-    fn();
-    CheckCuda(cudaEventRecord(stop, stream), "cudaEventRecord");
-    CheckCuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float t = 0;
-    CheckCuda(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
-    ms.push_back(t);
-  }
-  CheckCuda(cudaEventDestroy(start), "cudaEventDestroy");
-  CheckCuda(cudaEventDestroy(stop), "cudaEventDestroy");
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 double GiB(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 
@@ -640,7 +619,7 @@ int Main(int argc, char** argv) {
     CheckCuda(static_cast<cudaError_t>(FillRandomBf16(src.as<uint16_t>(), bytes / 2, 7, 1.0f,
                                                       stream)),
               "fill");
-    const double ms = TimeMs(stream, 2, 7, [&] {
+    const double ms = MedianEventMs(stream, 2, 7, [&] {
       CheckCuda(cudaMemcpyAsync(dst.data(), src.data(), bytes, cudaMemcpyDeviceToDevice, stream),
                 "cudaMemcpyAsync");
     });
@@ -661,7 +640,7 @@ int Main(int argc, char** argv) {
               "fill");
     CheckCuda(static_cast<cudaError_t>(FillRandomBf16(w.as<uint16_t>(), n * n, 9, 0.02f, stream)),
               "fill");
-    const double ms = TimeMs(stream, 3, 10, [&] {
+    const double ms = MedianEventMs(stream, 3, 10, [&] {
       Check(gemm.Gemm({x.as<uint16_t>(), w.as<uint16_t>(), y.data(), kc::GemmOutput::kBf16, n, n,
                        n},
                       s),
