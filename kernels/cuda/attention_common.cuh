@@ -1,8 +1,9 @@
 // Device helpers shared by the paged-attention kernels (attention_prefill.cu,
-// attention_decode.cu; internal, CUDA code only): reading and checking one sequence's
-// descriptor, checking the block-table entries its queries will read, and locating a key's
-// row in the paged cache. The kernels trust nothing the host could not check: every value
-// read from device memory goes through here before it is used as an index.
+// attention_prefill_tc.cu, attention_decode.cu; internal, CUDA code only): their common
+// arguments (AttentionArgs), reading and checking one sequence's descriptor, checking the
+// block-table entries its queries will read, and locating a key's row in the paged cache.
+// The kernels trust nothing the host could not check: every value read from device memory
+// goes through here before it is used as an index.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,6 +21,33 @@ constexpr int64_t kMaxAttentionPosition = int64_t{1} << 30;
 // log2(e): scores are kept in the log2 domain (q pre-multiplied by scale * log2(e)), so the
 // softmax's exponentials are exp2f.
 constexpr float kLog2e = 1.4426950408889634f;
+
+// What every attention kernel reads of PagedAttentionParams, resolved on the host
+// (AttentionArgsOf): passed by value as (part of) each kernel's argument.
+struct AttentionArgs {
+  const uint16_t* q;
+  int64_t q_token_stride;  // resolved: non-zero
+  uint16_t* out;
+  int64_t tokens;
+  int64_t q_heads;
+  int64_t group;       // q_heads / kv_heads
+  float log2_scale;    // scale * log2(e)
+  int64_t window;      // 0 = none
+  const uint16_t* cache_k;
+  const uint16_t* cache_v;
+  int64_t cache_blocks;
+  int64_t block_size;  // <= 2^31 - 1 (checked by cuda_ops.cc)
+  int64_t kv_heads;
+  const AttentionSeq* seqs;
+};
+
+inline AttentionArgs AttentionArgsOf(const PagedAttentionParams& p) {
+  const PagedKvCache& c = p.cache;
+  return {p.q,          p.q_token_stride, p.out,      p.tokens,       p.q_heads,
+          p.q_heads / c.kv_heads,         p.scale * kLog2e,           p.sliding_window,
+          c.k,          c.v,              c.num_blocks, c.block_size, c.kv_heads,
+          p.seqs};
+}
 
 // One sequence's descriptor after the checks (AttentionSeq in cuda_types.h).
 struct SeqView {

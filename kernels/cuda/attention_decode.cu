@@ -42,21 +42,7 @@ constexpr int kMaxGroup = static_cast<int>(kMaxDecodeGroup);
 constexpr int kPStride = kMaxGroup + 1;          // p_s row: one key's scores, padded
 static_assert(kChunk == 64, "the softmax step covers a chunk with two keys per lane");
 
-struct DecodeArgs {
-  const uint16_t* q;
-  int64_t q_token_stride;
-  uint16_t* out;
-  int64_t tokens;
-  int64_t q_heads;
-  int group;       // q_heads / kv_heads, <= kMaxGroup
-  float q_scale;   // scale * log2(e)
-  int64_t window;  // 0 = none
-  const uint16_t* cache_k;
-  const uint16_t* cache_v;
-  int64_t cache_blocks;
-  int64_t block_size;
-  int64_t kv_heads;
-  const AttentionSeq* seqs;
+struct DecodeArgs : AttentionArgs {
   int splits;
   // Workspace (splits > 1): partial O [num_seqs, q_heads, splits, D], m and l
   // [num_seqs, q_heads, splits], m in the log2 domain.
@@ -88,7 +74,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(const DecodeAr
   const int split = static_cast<int>(blockIdx.x);
   const int64_t kv_head = blockIdx.y;
   const int64_t s = blockIdx.z;
-  const int group = a.group;
+  const int group = static_cast<int>(a.group);  // <= kMaxGroup
 
   const SeqView seq = ReadSeq(a.seqs, s, a.tokens, a.block_size);
   if (!seq.rows_ok || seq.num_tokens == 0) return;  // the same for the whole block
@@ -128,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(const DecodeAr
   for (int e = tid; e < group * D; e += kThreads) {
     const int g = e / D, d = e % D;
     q_s[g * D + d] =
-        Bf16ToF32(a.q[seq.token_begin * a.q_token_stride + (head0 + g) * D + d]) * a.q_scale;
+        Bf16ToF32(a.q[seq.token_begin * a.q_token_stride + (head0 + g) * D + d]) * a.log2_scale;
   }
   if (tid < group) {
     m_s[tid] = -INFINITY;
@@ -329,20 +315,7 @@ int LaunchPagedDecodeAttention(const DecodeAttentionParams& p, int splits, Strea
   const PagedAttentionParams& attn = p.attn;
   const PagedKvCache& c = attn.cache;
   DecodeArgs args{};
-  args.q = attn.q;
-  args.q_token_stride = attn.q_token_stride;
-  args.out = attn.out;
-  args.tokens = attn.tokens;
-  args.q_heads = attn.q_heads;
-  args.group = static_cast<int>(attn.q_heads / c.kv_heads);
-  args.q_scale = attn.scale * kLog2e;
-  args.window = attn.sliding_window;
-  args.cache_k = c.k;
-  args.cache_v = c.v;
-  args.cache_blocks = c.num_blocks;
-  args.block_size = c.block_size;
-  args.kv_heads = c.kv_heads;
-  args.seqs = attn.seqs;
+  static_cast<AttentionArgs&>(args) = AttentionArgsOf(attn);
   args.splits = splits;
   if (splits > 1) {
     const int64_t parts = attn.num_seqs * attn.q_heads * splits;

@@ -43,22 +43,7 @@ constexpr int kKeys = 4;     // keys per thread in S: tx + 8 j
 static_assert(kThreads == 128 && kBlockM == 16 * kRows && kBlockN == 8 * kKeys,
               "the thread layout above");
 
-struct PrefillArgs {
-  const uint16_t* q;
-  int64_t q_token_stride;
-  uint16_t* out;
-  int64_t tokens;
-  int64_t q_heads;
-  int64_t group;   // q_heads / kv_heads
-  float q_scale;   // scale * log2(e)
-  int64_t window;  // 0 = none
-  const uint16_t* cache_k;
-  const uint16_t* cache_v;
-  int64_t cache_blocks;
-  int64_t block_size;
-  int64_t kv_heads;
-  const AttentionSeq* seqs;
-};
+using PrefillArgs = AttentionArgs;
 
 // Shared-memory layout for head dimension D, in floats.
 template <int D>
@@ -135,7 +120,7 @@ __device__ void PrefillTile(const PrefillArgs& a, const SeqView& seq, int h, int
     float val = 0.0f;
     if (r < rows) {
       const int64_t t = seq.token_begin + row0 + r;
-      val = Bf16ToF32(a.q[t * a.q_token_stride + h * D + d]) * a.q_scale;
+      val = Bf16ToF32(a.q[t * a.q_token_stride + h * D + d]) * a.log2_scale;
     }
     q_s[r * S::kStride + d] = val;
   }
@@ -352,21 +337,7 @@ int Launch(const PrefillArgs& args, int64_t max_seq_tokens, int64_t num_seqs,
 // q_token_stride and max_seq_tokens resolved (non-zero), as LaunchPagedPrefillAttention.
 int LaunchPagedPrefillAttentionSimt(const PagedAttentionParams& p, Stream stream) {
   const PagedKvCache& c = p.cache;
-  PrefillArgs args{};
-  args.q = p.q;
-  args.q_token_stride = p.q_token_stride;
-  args.out = p.out;
-  args.tokens = p.tokens;
-  args.q_heads = p.q_heads;
-  args.group = p.q_heads / c.kv_heads;
-  args.q_scale = p.scale * kLog2e;
-  args.window = p.sliding_window;
-  args.cache_k = c.k;
-  args.cache_v = c.v;
-  args.cache_blocks = c.num_blocks;
-  args.block_size = c.block_size;
-  args.kv_heads = c.kv_heads;
-  args.seqs = p.seqs;
+  const PrefillArgs args = AttentionArgsOf(p);
   const cudaStream_t s = ToCudaStream(stream);
   if (c.head_dim == 64) return Launch<64>(args, p.max_seq_tokens, p.num_seqs, s);
   return Launch<128>(args, p.max_seq_tokens, p.num_seqs, s);

@@ -101,22 +101,7 @@ constexpr int kNBlocks = kBlockN / 8;   // n8 blocks of S per key tile
 constexpr int kKChunks = kBlockN / 16;  // k16 chunks of P V per key tile
 constexpr unsigned kFullMask = 0xffffffffu;
 
-struct TcArgs {
-  const uint16_t* q;
-  int64_t q_token_stride;
-  uint16_t* out;
-  int64_t tokens;
-  int64_t q_heads;
-  int64_t group;       // q_heads / kv_heads
-  float score_scale;   // scale * log2(e), applied to the fp32 Q K^T
-  int64_t window;      // 0 = none
-  const uint16_t* cache_k;
-  const uint16_t* cache_v;
-  int64_t cache_blocks;
-  int block_size;      // <= 2^31 - 1 (checked by cuda_ops.cc)
-  int64_t kv_heads;
-  const AttentionSeq* seqs;
-};
+using TcArgs = AttentionArgs;
 
 // Shared-memory layout for head dimension D, in bytes: [Q or P | K0 | K1 | V0 | V1].
 template <int D>
@@ -249,14 +234,15 @@ __device__ __forceinline__ void LoadKvTile(const TcArgs& a, const int32_t* table
   static_assert(kThreads % kParts == 0 && kBlockN % kKeyStep == 0, "whole passes");
   const int tid = static_cast<int>(threadIdx.x);
   const int part = tid % kParts;
+  const int block_size = static_cast<int>(a.block_size);  // 32-bit division below
 #pragma unroll
   for (int i = 0; i < kBlockN / kKeyStep; ++i) {
     const int kk = tid / kParts + i * kKeyStep;
     const int key = k0 + kk;
     const int e = kk * S::kRow + part * 8;
     if (key >= key_lo && key <= key_hi) {
-      const int64_t block = table[key / a.block_size];
-      const int64_t slot = block * a.block_size + key % a.block_size;
+      const int64_t block = table[key / block_size];
+      const int64_t slot = block * block_size + key % block_size;
       const int64_t off = (slot * a.kv_heads + kv_head) * D + part * 8;
       CpAsync16(SmemAddr(k_s + e), a.cache_k + off);
       CpAsync16(SmemAddr(v_s + e), a.cache_v + off);
@@ -428,7 +414,7 @@ __device__ void PrefillTileTc(const TcArgs& a, const SeqView& seq, int h, int ro
     for (int nb = 0; nb < kNBlocks; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nb][e] *= a.score_scale;
+        s[nb][e] *= a.log2_scale;
         if (!full && !KeyVisible(k0 + 8 * nb + 2 * t + e % 2, e < 2 ? pos0 : pos1, a.window)) {
           s[nb][e] = -INFINITY;
         }
@@ -587,21 +573,7 @@ int LaunchTc(const TcArgs& args, int64_t max_seq_tokens, int64_t num_seqs, cudaS
 // q_token_stride and max_seq_tokens resolved (non-zero), as LaunchPagedPrefillAttention.
 int LaunchPagedPrefillAttentionTensorCore(const PagedAttentionParams& p, Stream stream) {
   const PagedKvCache& c = p.cache;
-  TcArgs args{};
-  args.q = p.q;
-  args.q_token_stride = p.q_token_stride;
-  args.out = p.out;
-  args.tokens = p.tokens;
-  args.q_heads = p.q_heads;
-  args.group = p.q_heads / c.kv_heads;
-  args.score_scale = p.scale * kLog2e;
-  args.window = p.sliding_window;
-  args.cache_k = c.k;
-  args.cache_v = c.v;
-  args.cache_blocks = c.num_blocks;
-  args.block_size = static_cast<int>(c.block_size);
-  args.kv_heads = c.kv_heads;
-  args.seqs = p.seqs;
+  const TcArgs args = AttentionArgsOf(p);
   const cudaStream_t s = ToCudaStream(stream);
   if (c.head_dim == 64) return LaunchTc<64>(args, p.max_seq_tokens, p.num_seqs, s);
   return LaunchTc<128>(args, p.max_seq_tokens, p.num_seqs, s);
