@@ -166,6 +166,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
   absl::StatusOr<std::unique_ptr<RankCompute>> compute =
       CreateCompute(backend, *loaded, o, *tp_group, device_group.get());
   RETURN_IF_ERROR(AgreeOnStatus(world, compute.status()));
+  // Before the KV cache is sized: NCCL allocates its buffers when it connects.
+  RETURN_IF_ERROR(AgreeOnStatus(world, (*compute)->PrepareCollectives()));
   if (device_handoff) {
     // Collective with the neighbours (connects each link, which also allocates NCCL's
     // buffers for it), then one verdict for the job.

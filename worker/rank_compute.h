@@ -75,6 +75,13 @@ class RankCompute {
   [[nodiscard]] virtual absl::Status Forward(const StepRows& rows, const float* hidden_in,
                                              std::vector<float>* hidden_out) = 0;
 
+  // Runs the tensor group's device collectives once at each message size a step can use, so
+  // that NCCL connects (and allocates its buffers, which it does on first use) now, before
+  // KvBlocksThatFit measures the free memory. Collective over the tensor-parallel group. The
+  // default (no device collectives: the CPU backend, or a tensor group of one) does nothing.
+  // Unavailable when a collective fails.
+  [[nodiscard]] virtual absl::Status PrepareCollectives() { return absl::OkStatus(); }
+
   // Optional (the default returns Unimplemented; CudaRankCompute implements it): hands the
   // hidden state between pipeline stages device to device. `from_previous` (null on the
   // first stage, or to keep that direction on the host) is a device communicator of this rank

@@ -1,9 +1,12 @@
-// NCCL behind DeviceCommunicator. The communicator is non-blocking (config.blocking = 0) so
-// that no NCCL call can hold the host forever: the init, every call NCCL answers with
-// ncclInProgress and the final flush are polled with ncclCommGetAsyncError against a
-// deadline, and a communicator that failed or ran out of time is aborted (ncclCommAbort), not
-// destroyed. A failed communicator is aborted at once, so that peers blocked in a collective
-// with it see a remote error instead of waiting on it.
+// NCCL behind DeviceCommunicator. Set-up runs on non-blocking communicators so that no NCCL
+// call of it can hold the host forever: the init and a split are polled with
+// ncclCommGetAsyncError against a deadline, and one that failed or ran out of time is aborted
+// (ncclCommAbort), not destroyed. The collectives then run on a BLOCKING child split off the
+// set-up communicator: NCCL (2.19 and later) ends every group of a non-blocking communicator,
+// so every single collective, on a thread of its own and answers ncclInProgress; a blocking
+// one enqueues on the calling thread, as CUDA graph capture and an eager step of ~100
+// all-reduces want. Enqueueing never waits for a peer; the GPU does. A failed communicator is
+// aborted at once, so that peers blocked in a collective with it see a remote error.
 #include "comm/nccl/nccl_communicator.h"
 
 #include <cuda_runtime_api.h>
@@ -21,10 +24,9 @@
 namespace tpserve {
 namespace {
 
-// Pauses between polls: an init takes from tens of milliseconds to seconds; an enqueue that
-// NCCL leaves in progress is usually connecting to a peer on first use.
+// Pause between polls of a set-up step (an init or a split takes tens of milliseconds to
+// seconds).
 constexpr absl::Duration kInitPoll = absl::Milliseconds(1);
-constexpr absl::Duration kEnqueuePoll = absl::Microseconds(20);
 
 // Polls `comm` until its state is no longer ncclInProgress or `deadline` has passed. Returns
 // that state (ncclInProgress when the deadline passed first), or the error of
@@ -44,18 +46,15 @@ cudaStream_t AsCudaStream(void* stream) { return static_cast<cudaStream_t>(strea
 
 class NcclCommunicator final : public DeviceCommunicator {
  public:
-  NcclCommunicator(ncclComm_t comm, int rank, int size, int device, absl::Duration timeout)
-      : comm_(comm), rank_(rank), size_(size), device_(device), timeout_(timeout) {}
+  NcclCommunicator(ncclComm_t comm, int rank, int size, int device)
+      : comm_(comm), rank_(rank), size_(size), device_(device) {}
 
-  // Finalize flushes the outstanding work (waiting for peers where it must), then destroy only
-  // frees; a flush that fails or does not end in time is cut short by an abort.
+  // Finalize flushes the outstanding work, then destroy only frees; a failed flush is cut
+  // short by an abort. The owner synchronises its streams first (CudaRankCompute does): work
+  // still queued on them would be waited for here, as long as it takes.
   ~NcclCommunicator() override {
     if (comm_ == nullptr) return;
-    ncclResult_t rc = ncclCommFinalize(comm_);
-    if (rc == ncclSuccess || rc == ncclInProgress) {
-      rc = WaitWhileInProgress(comm_, absl::Now() + timeout_, kInitPoll);
-    }
-    if (rc == ncclSuccess) {
+    if (ncclCommFinalize(comm_) == ncclSuccess) {
       (void)ncclCommDestroy(comm_);
     } else {
       (void)ncclCommAbort(comm_);
@@ -140,26 +139,20 @@ class NcclCommunicator final : public DeviceCommunicator {
                      " was aborted after an earlier failure: ", first_error_.message()));
   }
 
-  // Completes a call that NCCL answered with `rc`: waits while NCCL reports it in progress
-  // (non-blocking communicators may return before the work is enqueued), then reports the
-  // communicator's state, which also carries asynchronous errors of earlier work.
+  // Completes a call that NCCL answered with `rc`, then reports the communicator's state,
+  // which carries asynchronous errors of earlier work (a peer or the network failed).
   absl::Status Finish(ncclResult_t rc, absl::string_view what) {
-    if (rc == ncclSuccess || rc == ncclInProgress) {
-      rc = WaitWhileInProgress(comm_, absl::Now() + timeout_, kEnqueuePoll);
-      if (rc == ncclInProgress) {
-        return Fail(absl::UnavailableError(absl::StrCat(
-            "NCCL ", what, Where(), " was not enqueued within ", absl::FormatDuration(timeout_),
-            " (a peer did not make the matching call?); the communicator was aborted")));
-      }
+    if (rc == ncclSuccess) {
+      ncclResult_t state = ncclSuccess;
+      rc = ncclCommGetAsyncError(comm_, &state);
+      if (rc == ncclSuccess) rc = state;
     }
     if (rc == ncclSuccess) return absl::OkStatus();
-    // Even a call NCCL rejected (ncclInvalidArgument / ncclInvalidUsage) leaves a non-blocking
-    // communicator unusable: NCCL records the rejection as the communicator's state
-    // (ncclEnqueueCheck's failure path calls ncclCommSetAsyncError), and every later call
-    // checks that state first (ncclCommEnsureReady) and fails with it. The peers may also have
-    // made the matching call and wait for this rank. So abort, as for any other failure; the
-    // status keeps NCCL's code (InvalidArgument for a rejection), later calls are Unavailable.
-    // (This class's own argument checks come before NCCL and leave the communicator usable.)
+    // Any failure aborts, a call NCCL rejected (ncclInvalidArgument / ncclInvalidUsage) too:
+    // the peers may have made the matching call and would wait for this rank. The status
+    // keeps NCCL's code (InvalidArgument for a rejection; ncclInProgress, which a blocking
+    // communicator never answers, maps to Internal); later calls are Unavailable. (This
+    // class's own argument checks come before NCCL and leave the communicator usable.)
     return Fail(NcclResultToStatus(rc, absl::StrCat("NCCL ", what, Where())));
   }
 
@@ -174,7 +167,6 @@ class NcclCommunicator final : public DeviceCommunicator {
   const int rank_;
   const int size_;
   const int device_;
-  const absl::Duration timeout_;
   absl::Status first_error_;  // why comm_ was aborted
 };
 
@@ -208,15 +200,59 @@ absl::Status InitRank(const ncclUniqueId& id, int rank, int size, const std::str
     (void)ncclCommAbort(comm);
     return status;
   }
-  int nccl_rank = -1;
-  int nccl_size = -1;
-  if (ncclCommUserRank(comm, &nccl_rank) != ncclSuccess ||
-      ncclCommCount(comm, &nccl_size) != ncclSuccess || nccl_rank != rank || nccl_size != size) {
-    (void)ncclCommAbort(comm);
-    return absl::InternalError(
-        absl::StrCat("NCCL init of ", who, ": NCCL reports rank ", nccl_rank, " of ", nccl_size));
-  }
   *out = comm;
+  return absl::OkStatus();
+}
+
+// Splits the blocking communicator for the collectives off `parent` (same ranks, same order),
+// waiting for it at most `timeout`, then releases `parent`. On success `*out` owns the child;
+// on failure `parent` is aborted and no communicator is left behind.
+absl::Status SplitBlocking(ncclComm_t parent, int rank, int size, const std::string& who,
+                           absl::Duration timeout, ncclComm_t* out) {
+  const absl::Time deadline = absl::Now() + timeout;
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 1;
+  ncclComm_t child = nullptr;
+  // The split is a job of the parent: non-blocking like it, its outcome becomes the parent's
+  // state, and NCCL stores the child only once it is complete.
+  ncclResult_t rc = ncclCommSplit(parent, /*color=*/0, /*key=*/rank, &child, &config);
+  if (rc == ncclSuccess || rc == ncclInProgress) {
+    rc = WaitWhileInProgress(parent, deadline, kInitPoll);
+  }
+  absl::Status status = absl::OkStatus();
+  if (rc == ncclInProgress) {
+    status = absl::DeadlineExceededError(absl::StrCat(
+        "NCCL split of ", who, " did not finish within ", absl::FormatDuration(timeout),
+        ": a rank of the group failed or is stuck; the communicators were aborted"));
+  } else if (rc != ncclSuccess) {
+    status = NcclResultToStatus(rc, absl::StrCat("NCCL split of ", who, " failed"));
+  } else if (child == nullptr) {
+    status = absl::InternalError(absl::StrCat("NCCL split of ", who, " returned no communicator"));
+  } else {
+    int nccl_rank = -1;
+    int nccl_size = -1;
+    if (ncclCommUserRank(child, &nccl_rank) != ncclSuccess ||
+        ncclCommCount(child, &nccl_size) != ncclSuccess || nccl_rank != rank || nccl_size != size) {
+      status = absl::InternalError(absl::StrCat("NCCL split of ", who, ": NCCL reports rank ",
+                                                nccl_rank, " of ", nccl_size));
+    }
+  }
+  if (!status.ok()) {
+    if (child != nullptr) (void)ncclCommAbort(child);
+    (void)ncclCommAbort(parent);
+    return status;
+  }
+  // The parent's work is done; its resources go (the child shares none: splitShare is off).
+  rc = ncclCommFinalize(parent);
+  if (rc == ncclSuccess || rc == ncclInProgress) {
+    rc = WaitWhileInProgress(parent, deadline, kInitPoll);
+  }
+  if (rc == ncclSuccess) {
+    (void)ncclCommDestroy(parent);
+  } else {
+    (void)ncclCommAbort(parent);
+  }
+  *out = child;
   return absl::OkStatus();
 }
 
@@ -257,18 +293,22 @@ absl::StatusOr<std::unique_ptr<DeviceCommunicator>> CreateNcclCommunicator(
   RETURN_IF_ERROR(group.Broadcast(&id, sizeof id, /*root=*/0));
   RETURN_IF_ERROR(AgreeOnStatus(group, prep));
 
-  // 2. The NCCL init proper, bounded by the deadline on every rank.
+  // 2. The NCCL init proper, then the split, each bounded by `init_timeout` on every rank.
+  //    One verdict for all after each: a rank whose step succeeded while another's failed
+  //    drops its communicator, and none enters the split alone.
+  ncclComm_t setup = nullptr;
+  absl::Status agreed = AgreeOnStatus(group, InitRank(id, rank, size, who, init_timeout, &setup));
+  if (!agreed.ok()) {
+    if (setup != nullptr) (void)ncclCommAbort(setup);
+    return agreed;
+  }
   ncclComm_t comm = nullptr;
-  const absl::Status local = InitRank(id, rank, size, who, init_timeout, &comm);
-
-  // 3. One verdict for all: a rank whose init succeeded while another's failed drops its own.
-  const absl::Status agreed = AgreeOnStatus(group, local);
+  agreed = AgreeOnStatus(group, SplitBlocking(setup, rank, size, who, init_timeout, &comm));
   if (!agreed.ok()) {
     if (comm != nullptr) (void)ncclCommAbort(comm);
     return agreed;
   }
-  return std::unique_ptr<DeviceCommunicator>(
-      new NcclCommunicator(comm, rank, size, device, init_timeout));
+  return std::unique_ptr<DeviceCommunicator>(new NcclCommunicator(comm, rank, size, device));
 }
 
 }  // namespace tpserve

@@ -26,22 +26,24 @@ bool NcclAvailable();
 // `device` (the calling thread's current CUDA device stays `device` afterwards); the ranks
 // agree on these local steps (AgreeOnStatus), then each starts a non-blocking NCCL init and
 // waits for it at most `init_timeout`; a rank whose init did not finish by then aborts it.
-// Finally the ranks agree again, so every rank returns the same verdict (an error's message
-// is prefixed "rank R: " with the lowest failing rank):
+// The ranks agree again, then split a blocking communicator off the non-blocking one (for the
+// collectives: see nccl_communicator.cc), bounded the same way, and agree a last time, so
+// every rank returns the same verdict (an error's message is prefixed "rank R: " with the
+// lowest failing rank):
 //   InvalidArgument     device < 0, a device this process cannot see, or init_timeout <= 0;
 //   Unavailable         no CUDA driver or device, NCCL or a peer failed during init, or
 //                       `group` itself failed;
-//   DeadlineExceeded    some rank's init did not finish within `init_timeout` (a rank never
-//                       joined, or is stuck): "NCCL init of rank 1 of 2 on device 0 did not
-//                       finish within 30s: ...";
+//   DeadlineExceeded    some rank's init or split did not finish within `init_timeout` (a
+//                       rank never joined, or is stuck): "NCCL init of rank 1 of 2 on device
+//                       0 did not finish within 30s: ...";
 //   Internal            NCCL disagrees with `group` on rank or size (a bug);
 //   FailedPrecondition  tpserve was built without NCCL (no collective call is made then).
 // On error no rank keeps a communicator (ranks whose own init succeeded abort theirs).
-// The returned communicator also bounds by `init_timeout` each wait for a call that NCCL has
-// not finished enqueueing (a non-blocking communicator may answer "in progress", e.g. while it
-// connects to a peer on first use): past it the communicator is aborted and the call returns
-// Unavailable. Its destructor waits at most `init_timeout` for the outstanding work of the
-// communicator, then aborts it. Works for a group of one rank.
+// The returned communicator is blocking: each call enqueues on the calling thread and returns
+// (the first call of a kind may also connect to the peers, as NCCL connects on first use);
+// the GPU waits for the peers. A failed call aborts it (later calls: Unavailable). Its
+// destructor flushes its work (the caller has synchronised the streams it used). Works for a
+// group of one rank.
 [[nodiscard]] absl::StatusOr<std::unique_ptr<DeviceCommunicator>> CreateNcclCommunicator(
     Communicator& group, int device, absl::Duration init_timeout);
 

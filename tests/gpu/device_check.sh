@@ -41,6 +41,19 @@ nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 "$nvcc" --version 2>&1 | tail -1
 echo "cmake: $(cmake --version | head -1), $(nproc) cores"
 [ -d "$root/.gpu-deps" ] && export TPSERVE_GPU_DEPS="$root/.gpu-deps"
+if [ -z "${TPSERVE_GPU_DEPS:-}" ] &&
+    ! ls /usr/include/absl /usr/local/include/absl >/dev/null 2>&1; then
+  echo "no abseil here and no .gpu-deps/: the build will fail (bundle abseil and GoogleTest" \
+    "with 'bash scripts/build_gpu.sh --bundle-deps .gpu-deps' and carry .gpu-deps)"
+fi
+# No NCCL beside the CUDA toolkit: take the one in NVIDIA's Python wheel, if python3 has it.
+if [ -z "${NCCL_HOME:-}" ] &&
+    ! ls /usr/local/include/nccl.h /usr/local/cuda/include/nccl.h /usr/include/nccl.h \
+      >/dev/null 2>&1; then
+  wheel=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+  [ -n "$wheel" ] && [ -f "$wheel/include/nccl.h" ] && export NCCL_HOME=$wheel
+fi
+echo "NCCL: ${NCCL_HOME:-searched in the system paths}"
 
 # ---- 1. build ----
 stamp "build: scripts/build_gpu.sh (Release, GPU-only) -> $build"
@@ -52,6 +65,7 @@ if ! TPSERVE_GPU_BUILD_DIR="$build" CUDACXX="$nvcc" timeout 420 \
   exit 1
 fi
 stamp "build done ($(grep -c 'warning' "$out/build.log") warning lines; log: build.log)"
+grep -E "^-- (NCCL|No NCCL)" "$out/build.log"
 
 # ---- 2. GPU tests ----
 stamp "GPU tests: ctest -L gpu"

@@ -160,6 +160,7 @@ class CudaRankComputeImpl final : public CudaRankCompute {
                        std::vector<float>* hidden_out) override;
   absl::Status Logits(std::span<const int64_t> rows, std::vector<float>* logits) override;
   absl::Status Sample(std::span<const SampleRow> rows, std::vector<SampledToken>* out) override;
+  absl::Status PrepareCollectives() override;
   absl::Status ConnectStages(DeviceCommunicator* from_previous, int previous_peer,
                              DeviceCommunicator* to_next, int next_peer) override;
   CudaComputeStats stats() const override { return stats_; }
@@ -710,6 +711,34 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   // The eager step has built every GEMM plan of this bucket: capture it for the next time.
   if (capture) RETURN_IF_ERROR(Capture(padded));
   return absl::OkStatus();
+}
+
+absl::Status CudaRankComputeImpl::PrepareCollectives() {
+  if (tp_group_ == nullptr) return absl::OkStatus();
+  RETURN_IF_ERROR(SetDevice());
+  const kc::Stream s = stream();
+  // The all-reduces of the layers: every decode bucket and the largest step. NCCL picks its
+  // algorithm and protocol by size, and connects what that choice needs on first use. The
+  // buffers hold zeros or stale values; a step overwrites them before it reads them.
+  std::vector<int64_t> rows;
+  for (int64_t n = 1; n <= std::min(kMaxGraphBatch, capacity_); n *= 2) rows.push_back(n);
+  if (rows.back() != capacity_) rows.push_back(capacity_);
+  for (const int64_t n : rows) {
+    RETURN_IF_ERROR(Prefixed(tp_group_->AllReduceSum(delta_.data(), static_cast<size_t>(n * h_),
+                                                     DeviceDType::kBf16, s.handle),
+                             "warm-up all-reduce"));
+  }
+  // The vocab gather of the logits (the last stage's tensor group alone makes it).
+  if (layout_.last_stage()) {
+    const int64_t shard = layout_.vocab_shard;
+    for (int64_t n = 1; n <= head_capacity_; n *= 2) {
+      RETURN_IF_ERROR(Prefixed(tp_group_->AllGather(padded_.data(),
+                                                    static_cast<size_t>(n * shard * 4),
+                                                    gathered_.data(), s.handle),
+                               "warm-up all-gather"));
+    }
+  }
+  return Sync();
 }
 
 absl::Status CudaRankComputeImpl::ConnectStages(DeviceCommunicator* from_previous,
