@@ -12,7 +12,8 @@
 #       .gpu-deps/ in the repository root when it exists).
 # Environment: CC/CXX pick the compilers (default: clang/clang++ if present, else gcc/g++);
 # JOBS the parallel jobs (default: nproc); TPSERVE_GPU_DEPS a prefix searched first for
-# abseil and GoogleTest (CMake packages), for a machine without them installed.
+# abseil and GoogleTest (CMake packages), for a machine without them installed;
+# TPSERVE_KEEP_GOING=1 builds every target it can past a failed one (still exits non-zero).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -49,4 +50,8 @@ args=(
 )
 [ -n "${TPSERVE_GPU_DEPS:-}" ] && args+=(-DCMAKE_PREFIX_PATH="$TPSERVE_GPU_DEPS")
 cmake --no-warn-unused-cli "${args[@]}" "$@"
-cmake --build "$build" -j "$jobs"
+keep_going=()
+if [ "${TPSERVE_KEEP_GOING:-0}" = 1 ]; then
+  [ "$generator" = Ninja ] && keep_going=(-- -k 0) || keep_going=(-- -k)
+fi
+cmake --build "$build" -j "$jobs" "${keep_going[@]}"

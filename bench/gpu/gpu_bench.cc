@@ -27,7 +27,10 @@
 //     chain here, kept for this breakdown alone;
 //  6. device memory of the compute: weights, KV cache, the rest;
 //  7. prefill attention alone (bench/gpu/attention_kernels.cc): one layer of a 2048-token
-//     causal prompt through the tensor-core kernel and the CUDA-core kernel, in TFLOP/s.
+//     causal prompt through the tensor-core kernel and the CUDA-core kernel, in TFLOP/s;
+//  8. the decode GEMMs alone (bench/gpu/decode_gemms.cc): each projection and lm_head at 1, 4
+//     and 8 tokens through GemmHandle's small-batch kernel (the default for up to 8 tokens)
+//     and through cuBLASLt, beside the weight-streaming roofline.
 // The table puts every step beside its roofline, max(bytes / copy bandwidth, FLOPs / GEMM
 // rate) with bytes = every matmul weight once + the K/V rows read (activations left out), and
 // marks the goals: batch-1 decode >= 85% of that roofline, batch-64 decode >= 7,000 tokens/s,
@@ -64,6 +67,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/gpu/attention_kernels.h"
+#include "bench/gpu/decode_gemms.h"
 #include "bench/gpu/event_timing.h"
 #include "bench/gpu/fill.h"
 #include "bench/gpu/random_weights.h"
@@ -750,6 +754,9 @@ int Main(int argc, char** argv) {
   const AttentionKernelTimes attention =
       TimePrefillAttentionKernels(config, tiny ? 256 : 2048, stream);
   Progress("prefill attention kernels measured");
+  // 7. The decode GEMMs alone: the small-batch kernel against cuBLASLt.
+  const std::vector<DecodeGemmTime> decode_gemms = TimeDecodeGemms(config, {1, 4, 8}, stream);
+  Progress("decode GEMMs measured");
   CheckCuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
 
   // ---- the tables ----
@@ -859,6 +866,21 @@ int Main(int argc, char** argv) {
   }
   std::printf("\nlargest |difference| between the two kernels' outputs: %.3g (bf16 results)\n",
               attention.max_abs_diff);
+  std::printf("\n### decode GEMMs alone: one layer's projections and lm_head (CUDA events, "
+              "median; weights rotated past L2; %% of the copy-bandwidth roofline = weight bytes "
+              "/ %.0f GB/s)\n\n| GEMM | tokens | rows x cols | small-batch kernel ms | %% | "
+              "cuBLASLt ms | %% | small / cuBLASLt | max |diff| |\n"
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|\n",
+              bandwidth / 1e9);
+  for (const DecodeGemmTime& g : decode_gemms) {
+    const double roofline_ms = g.weight_bytes / bandwidth * 1e3;
+    std::printf("| %s | %lld | %lld x %lld | %.4f | %.0f%% | %.4f | %.0f%% | %.2f | %.3g |\n",
+                g.name.c_str(), static_cast<long long>(g.tokens),
+                static_cast<long long>(g.rows), static_cast<long long>(g.cols), g.small_batch_ms,
+                100.0 * roofline_ms / g.small_batch_ms, g.cublaslt_ms,
+                100.0 * roofline_ms / g.cublaslt_ms, g.small_batch_ms / g.cublaslt_ms,
+                g.max_abs_diff);
+  }
   Progress("done");
   if (!failures.empty()) {
     for (const std::string& f : failures) {

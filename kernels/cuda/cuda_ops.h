@@ -110,6 +110,15 @@ class GemmHandle {
   // Number of cached plans (one per distinct shape seen).
   size_t cached_plans() const;
 
+  // The small-batch kernel (on by default): a Gemm for which UsesSmallBatchKernel holds runs
+  // kernels/cuda's own weight-streaming kernel (gemm_skinny.cu) instead of cuBLASLt. Same
+  // contract and tolerance; it needs no plan. Off: cuBLASLt for every shape. No effect on an
+  // empty handle.
+  void set_small_batch_kernel(bool on);
+  bool small_batch_kernel() const;
+  // 1 to 8 tokens, cols a multiple of 8, x and w 16-byte aligned.
+  static bool UsesSmallBatchKernel(const GemmParams& p);
+
  private:
   struct State;
   std::unique_ptr<State> state_;

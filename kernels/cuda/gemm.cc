@@ -7,6 +7,8 @@
 // with op N ("TN", the layout cuBLASLt's Hopper kernels prefer), C = D = y, alpha 1, beta 0
 // (C is never read). For a bf16 y, split-K algorithms may only reduce their partial sums in
 // fp32 (CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE), never in bf16.
+// Up to 8 tokens (decode steps), when the shape allows, a kernel of our own
+// (gemm_skinny.cu) runs instead: see GemmHandle::UsesSmallBatchKernel.
 // Plans: a shape's descriptors and the heuristic's first algorithm are built once and cached
 // in a map keyed by (tokens, rows, cols, output dtype, alignment of each pointer): the
 // heuristic picks kernels that assume the alignments it is told, so a plan built for 256-byte
@@ -26,6 +28,8 @@
 #include "absl/strings/string_view.h"
 #include "common/status.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/launch.h"
 
 namespace tpserve::kernels::cuda {
 namespace {
@@ -114,6 +118,7 @@ class Preference {
 }  // namespace
 
 struct GemmHandle::State {
+  bool small_batch_kernel = true;
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer workspace;
   std::map<PlanKey, std::unique_ptr<Plan>> plans;
@@ -228,6 +233,10 @@ absl::Status GemmHandle::Gemm(const GemmParams& p, Stream stream) {
         absl::StrCat(kOp, ": the handle is empty (use GemmHandle::Create)"));
   }
   if (p.tokens == 0) return absl::OkStatus();
+  if (state_->small_batch_kernel && UsesSmallBatchKernel(p)) {
+    return CudaErrorToStatus(internal::LaunchSkinnyGemm(p, stream),
+                             absl::StrCat(kOp, " (small-batch kernel) launch"));
+  }
   ASSIGN_OR_RETURN(const Plan* plan, state_->GetPlan(p));
   const float alpha = 1.0f, beta = 0.0f;
   return Cublas(cublasLtMatmul(state_->handle, plan->desc, &alpha, p.w, plan->a, p.x, plan->b,
@@ -238,5 +247,18 @@ absl::Status GemmHandle::Gemm(const GemmParams& p, Stream stream) {
 }
 
 size_t GemmHandle::cached_plans() const { return state_ == nullptr ? 0 : state_->plans.size(); }
+
+void GemmHandle::set_small_batch_kernel(bool on) {
+  if (state_ != nullptr) state_->small_batch_kernel = on;
+}
+
+bool GemmHandle::small_batch_kernel() const {
+  return state_ != nullptr && state_->small_batch_kernel;
+}
+
+bool GemmHandle::UsesSmallBatchKernel(const GemmParams& p) {
+  return p.tokens >= 1 && p.tokens <= internal::kSkinnyGemmMaxTokens && p.cols % 8 == 0 &&
+         AlignmentOf(p.x) >= 16 && AlignmentOf(p.w) >= 16;
+}
 
 }  // namespace tpserve::kernels::cuda

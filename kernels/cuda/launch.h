@@ -16,6 +16,10 @@ int LaunchSwiGlu(const SwiGluParams& p, Stream stream);            // swiglu.cu
 int LaunchWriteKvCache(const WriteKvCacheParams& p, Stream stream);  // kv_cache.cu
 int LaunchSampleTokens(const SampleTokensParams& p, Stream stream);  // sampling.cu
 int LaunchGatherRows(const GatherRowsParams& p, Stream stream);      // gather_rows.cu
+// gemm_skinny.cu: GemmHandle's kernel for 1..kSkinnyGemmMaxTokens tokens; also needs
+// cols % 8 == 0 and 16-byte aligned x and w (y aligned to its dtype).
+constexpr int64_t kSkinnyGemmMaxTokens = 8;
+int LaunchSkinnyGemm(const GemmParams& p, Stream stream);
 
 // attention_internal.cc, which dispatches to the tensor-core or the CUDA-core kernel:
 // q_token_stride and max_seq_tokens resolved (non-zero).

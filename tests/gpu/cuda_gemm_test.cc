@@ -1,6 +1,8 @@
-// Backend-ops test of the cuBLASLt GEMM (kernels::cuda::GemmHandle) against
-// kernels::ref::MatMul, part of cuda_ops_test (tests/gpu/cuda_ops_test.cc has the registry
-// check and main()).
+// Backend-ops test of the GEMM (kernels::cuda::GemmHandle: cuBLASLt, and its own kernel for
+// up to 8 tokens) against kernels::ref::MatMul, part of cuda_ops_test (tests/gpu/
+// cuda_ops_test.cc has the registry check and main()). Every case the small-batch kernel
+// takes runs twice: through it (the default) and through cuBLASLt (suffix _cublaslt); each
+// case also asserts which of the two ran.
 // Inputs: bf16 x and w from a seeded counter hash (uniform, fast enough for 131 M elements); the reference gets the same bf16 values
 // (x widened to fp32, w as a BF16 WeightMatrix) and accumulates in double. For the large
 // shapes the reference covers every token but only a sample of output rows (first, last and
@@ -48,11 +50,30 @@ struct GemmCase {
   GemmOutput output = GemmOutput::kBf16;
   bool misaligned = false;  // x, w and y start one element past a 256-byte boundary
   GemmPoison poison = GemmPoison::kNone;
+  bool small_batch_kernel = true;  // GemmHandle::set_small_batch_kernel for this case
 };
 void PrintTo(const GemmCase& c, std::ostream* os) { *os << c.name; }
 
+// Whether GemmHandle takes its small-batch kernel for `c` (its own rule, restated).
+bool TakesSmallBatchKernel(const GemmCase& c) {
+  return c.small_batch_kernel && c.tokens >= 1 && c.tokens <= 8 && c.cols % 8 == 0 &&
+         !c.misaligned;
+}
+
+std::vector<GemmCase> WithCublasLtTwins(std::vector<GemmCase> cases) {
+  const size_t n = cases.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (!TakesSmallBatchKernel(cases[i])) continue;
+    GemmCase twin = cases[i];
+    twin.name += "_cublaslt";
+    twin.small_batch_kernel = false;
+    cases.push_back(twin);
+  }
+  return cases;
+}
+
 const std::vector<GemmCase>& GemmCases() {
-  static const std::vector<GemmCase> cases = {
+  static const std::vector<GemmCase> cases = WithCublasLtTwins({
       // The target model's projections (hidden 4096, 32/8 heads of 128, MLP 14336, vocab
       // 32000) at decode and prefill token counts.
       {"decode_1tok_o_proj_4096x4096", 1, 4096, 4096},
@@ -75,7 +96,16 @@ const std::vector<GemmCase>& GemmCases() {
       // NaN / inf propagation.
       {"nan_in_x_row", 6, 40, 64, GemmOutput::kBf16, false, GemmPoison::kNanInX},
       {"inf_in_w_row_f32", 6, 40, 64, GemmOutput::kF32, false, GemmPoison::kInfInW},
-  };
+      // The small-batch kernel's edges: rows not a multiple of its 16 rows per block (a
+      // block's and a warp's last rows past the end), columns not a multiple of its 512 per
+      // loop step (lanes without a vector), one vector per row, every token count 1..8.
+      {"2tok_tail_rows_37x200", 2, 37, 200},
+      {"3tok_one_vector_per_row_19x8_f32", 3, 19, 8, GemmOutput::kF32},
+      {"4tok_tail_cols_70x1032", 4, 70, 1032},
+      {"5tok_tail_both_1001x2056_f32", 5, 1001, 2056, GemmOutput::kF32},
+      {"7tok_smollm_1536x576", 7, 1536, 576},
+      {"8tok_inf_in_w_100x4096", 8, 100, 4096, GemmOutput::kBf16, false, GemmPoison::kInfInW},
+  });
   return cases;
 }
 
@@ -154,6 +184,7 @@ TEST_P(GemmMatchesReference, WithinToleranceWithGuards) {
   const GemmCase& c = GetParam();
   GemmHandle* handle = SharedHandle();
   ASSERT_NE(handle, nullptr) << "GemmHandle::Create failed";
+  handle->set_small_batch_kernel(c.small_batch_kernel);
   std::mt19937 rng(SeedOf(c.name));
   std::vector<uint16_t> x = HashedBf16(c.tokens * c.cols, rng(), 1.0f);
   std::vector<uint16_t> w =
@@ -179,6 +210,9 @@ TEST_P(GemmMatchesReference, WithinToleranceWithGuards) {
   p.tokens = c.tokens;
   p.rows = c.rows;
   p.cols = c.cols;
+  ASSERT_EQ(handle->small_batch_kernel() && GemmHandle::UsesSmallBatchKernel(p),
+            TakesSmallBatchKernel(c))
+      << "the case does not run the GEMM path it is named for";
   if (c.output == GemmOutput::kF32) {
     ASSERT_OK_AND_ASSIGN(auto d_y, GuardedDevice<float>::Unwritten(n_out));
     p.y = d_y.data() + lead;
@@ -259,6 +293,8 @@ INSTANTIATE_TEST_SUITE_P(CudaOps, GemmMatchesReference, ::testing::ValuesIn(Gemm
 TEST(GemmPlans, CachedPerShapeAndAlignmentAndRepeatable) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   ASSERT_OK_AND_ASSIGN(GemmHandle handle, GemmHandle::Create());
+  EXPECT_TRUE(handle.small_batch_kernel());
+  handle.set_small_batch_kernel(false);  // cuBLASLt's plans for every shape below
   EXPECT_EQ(handle.cached_plans(), 0u);
   std::mt19937 rng(7);
   const int64_t tokens = 16, rows = 256, cols = 512;
@@ -288,7 +324,63 @@ TEST(GemmPlans, CachedPerShapeAndAlignmentAndRepeatable) {
   ASSERT_OK(SynchronizeStream(Stream{}));
 }
 
+// The small-batch kernel needs no plan, gives the same bits again, and hands a shape it
+// cannot take (8-byte aligned x) to cuBLASLt.
+TEST(GemmPlans, SmallBatchKernelNeedsNoPlanAndRepeatsItsBits) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  ASSERT_OK_AND_ASSIGN(GemmHandle handle, GemmHandle::Create());
+  std::mt19937 rng(8);
+  const int64_t tokens = 5, rows = 300, cols = 1024;
+  const std::vector<uint16_t> x = RandomBf16(tokens * cols + 8, rng);
+  const std::vector<uint16_t> w = RandomBf16(rows * cols, rng);
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_x, Upload(x));
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_w, Upload(w));
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_y, DeviceBuffer::Allocate(tokens * rows * 2));
+  GemmParams p{d_x.as<uint16_t>(), d_w.as<uint16_t>(), d_y.data(), GemmOutput::kBf16,
+               tokens, rows, cols};
+  ASSERT_TRUE(GemmHandle::UsesSmallBatchKernel(p));
+  std::vector<uint16_t> first(tokens * rows), second(tokens * rows);
+  ASSERT_OK(handle.Gemm(p, Stream{}));
+  ASSERT_OK(d_y.CopyToHost(first.data(), first.size() * 2));
+  ASSERT_OK(handle.Gemm(p, Stream{}));
+  ASSERT_OK(d_y.CopyToHost(second.data(), second.size() * 2));
+  EXPECT_EQ(handle.cached_plans(), 0u);
+  EXPECT_TRUE(SameBits(first, second)) << "the small-batch kernel gave different bits";
+  p.x = d_x.as<uint16_t>() + 4;
+  ASSERT_FALSE(GemmHandle::UsesSmallBatchKernel(p));
+  ASSERT_OK(handle.Gemm(p, Stream{}));
+  EXPECT_EQ(handle.cached_plans(), 1u);
+  ASSERT_OK(SynchronizeStream(Stream{}));
+}
+
 // ------------------------- host-side checks (no GPU needed) -------------------------
+
+TEST(CudaHostChecks, SmallBatchKernelRule) {
+  auto* a = reinterpret_cast<const uint16_t*>(uintptr_t{4096});
+  void* y = reinterpret_cast<void*>(uintptr_t{8192});
+  GemmParams p{a, a, y, GemmOutput::kBf16, 1, 64, 4096};
+  EXPECT_TRUE(GemmHandle::UsesSmallBatchKernel(p));
+  p.tokens = 8;
+  EXPECT_TRUE(GemmHandle::UsesSmallBatchKernel(p));
+  p.tokens = 9;
+  EXPECT_FALSE(GemmHandle::UsesSmallBatchKernel(p));
+  p.tokens = 0;
+  EXPECT_FALSE(GemmHandle::UsesSmallBatchKernel(p));
+  p.tokens = 3;
+  p.cols = 4100;  // not whole 16-byte vectors
+  EXPECT_FALSE(GemmHandle::UsesSmallBatchKernel(p));
+  p.cols = 8;
+  EXPECT_TRUE(GemmHandle::UsesSmallBatchKernel(p));
+  p.x = a + 4;  // 8-byte aligned
+  EXPECT_FALSE(GemmHandle::UsesSmallBatchKernel(p));
+  p.x = a;
+  p.w = a + 1;
+  EXPECT_FALSE(GemmHandle::UsesSmallBatchKernel(p));
+  GemmHandle empty;
+  empty.set_small_batch_kernel(true);  // no state: nothing to switch
+  EXPECT_FALSE(empty.small_batch_kernel());
+}
+
 
 TEST(CudaHostChecks, CublasStatusesMapToStatusCodes) {
   EXPECT_TRUE(CublasStatusToStatus(0, "x").ok());
