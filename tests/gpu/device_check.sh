@@ -43,7 +43,8 @@ echo "cmake: $(cmake --version | head -1), $(nproc) cores"
 [ -d "$root/.gpu-deps" ] && export TPSERVE_GPU_DEPS="$root/.gpu-deps"
 if [ -z "${TPSERVE_GPU_DEPS:-}" ] &&
     ! ls /usr/include/absl /usr/local/include/absl >/dev/null 2>&1; then
-  echo "no abseil here and no .gpu-deps/: the build will fail (bundle abseil and GoogleTest" \
+  echo "no abseil here and no .gpu-deps/: the build will fail (bundle abseil, GoogleTest and" \
+    "nlohmann_json" \
     "with 'bash scripts/build_gpu.sh --bundle-deps .gpu-deps' and carry .gpu-deps)"
 fi
 # No NCCL beside the CUDA toolkit: take the one in NVIDIA's Python wheel, if python3 has it.

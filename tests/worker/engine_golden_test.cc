@@ -1,6 +1,9 @@
 // Runs under mpirun: every rank builds an Engine; rank 0 runs the test cases and the others
 // serve its steps. Proves the engine's logits, greedy tokens and prompt logprobs match the
 // Hugging Face reference recorded by tests/data/make_golden.py, whatever the TP x PP layout.
+// Built with TPSERVE_GOLDEN_SOLO it is one process without MPI (comm/solo_communicator.h,
+// tp = pp = 1, CUDA device 0): the end-to-end check that runs on the GPU test machine, which
+// has no MPI.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,7 +16,11 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#ifdef TPSERVE_GOLDEN_SOLO
+#include "comm/solo_communicator.h"
+#else
 #include "comm/mpi/mpi_communicator.h"
+#endif
 #include "common/mapped_file.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -382,11 +389,20 @@ int main(int argc, char** argv) {
       }
     }
   }
+#ifdef TPSERVE_GOLDEN_SOLO
+  if (options.tp != 1 || options.pp != 1) {
+    std::fprintf(stderr, "one process without MPI: --tp and --pp must be 1\n");
+    return 2;
+  }
+  std::unique_ptr<tpserve::Communicator> world = std::make_unique<tpserve::SoloCommunicator>();
+  absl::StatusOr<int> local_rank = 0;
+#else
   auto mpi = tpserve::MpiRuntime::Create(&argc, &argv);
   if (!mpi.ok()) return 2;
   std::unique_ptr<tpserve::Communicator> world = (*mpi)->World();
   absl::StatusOr<int> local_rank = tpserve::NodeLocalRank();
   if (!local_rank.ok()) return 2;
+#endif
   options.cuda_device = *local_rank;
   if (options.backend == "cuda" && tpserve::CudaDeviceCount() <= *local_rank) {
     // Every rank of one node sees the same devices, so all ranks skip together.
