@@ -17,8 +17,13 @@
 #     AddRmsNorm and attention) when the
 #     sanitizer exists and works there, within what is left of an 8-minute budget.
 # Logs and gtest JSON files go to $OUT (the device tool's output folder) when set, else to
-# build-gpu/device-check/. If the machine lacks abseil or GoogleTest, bundle them first with
-# `bash scripts/build_gpu.sh --bundle-deps .gpu-deps` and carry .gpu-deps: it is used when present.
+# build-gpu/device-check/. The device machine (a PyTorch image) has none of Debian's abseil,
+# GoogleTest or nlohmann_json as far as we know: first, here, run
+# `bash scripts/build_gpu.sh --bundle-deps .gpu-deps` (~10 MB, ignored by git), then call the
+# device tool with carry [".gpu-deps"] and `bash tests/gpu/device_check.sh` (timeout_s 540);
+# .gpu-deps is used when present. NCCL: the system's, else NVIDIA's Python wheel (below).
+# The GPU tests include the engine end to end in one process (engine_golden.*.solo.cuda:
+# tiny-mistral-hd64 against Hugging Face's logits, see tests/worker/golden_solo.cmake).
 # Expected time on 16 cores: build ~1-2 min, tests ~30 s (CPU references), benchmark ~5 s tiny
 # + ~30-60 s full size (capped at 60 s + 180 s), sanitizers ~2-3 min (capped so that the whole
 # script ends within ~7.5 minutes).

@@ -380,6 +380,7 @@ int main(int argc, char** argv) {
     if (key == "--tolerance") tpserve::g_tolerance = std::stod(value);
     if (key == "--min_margin") tpserve::g_min_margin = std::stod(value);
     if (key == "--block_size") options.kv_block_size = std::stoi(value);
+    if (key == "--kv_num_blocks") options.kv_num_blocks = std::stoi(value);
     if (key == "--backend") options.backend = value;
     if (key == "--stage_handoff") options.stage_handoff = value;
     if (key == "--layers_per_stage") {
