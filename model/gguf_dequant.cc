@@ -9,7 +9,11 @@
 
 // ggml rounds after every multiply and add; a fused multiply-add would change the last bit and
 // break bit-exactness with ggml and gguf-py.
+#ifdef __clang__
 #pragma clang fp contract(off)
+#else
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace tpserve {
 namespace {

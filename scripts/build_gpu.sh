@@ -12,7 +12,9 @@
 #       into DIR, a prefix
 #       for TPSERVE_GPU_DEPS on a machine that lacks them (tests/gpu/device_check.sh uses
 #       .gpu-deps/ in the repository root when it exists).
-# Environment: CC/CXX pick the compilers (default: clang/clang++ if present, else gcc/g++);
+# Environment: CC/CXX pick the compilers (default: gcc/g++ if present, else clang/clang++: GCC
+# always brings its OpenMP runtime and is nvcc's usual host compiler, where a clang may lack
+# libomp or be newer than nvcc accepts);
 # JOBS the parallel jobs (default: nproc); TPSERVE_GPU_DEPS a prefix searched first for
 # abseil, GoogleTest and nlohmann_json (CMake packages), for a machine without them;
 # TPSERVE_KEEP_GOING=1 builds every target it can past a failed one (still exits non-zero).
@@ -37,7 +39,7 @@ build=${TPSERVE_GPU_BUILD_DIR:-$root/build-gpu}
 jobs=${JOBS:-$(nproc)}
 
 if [ -z "${CXX:-}" ]; then
-  if command -v clang++ >/dev/null; then export CC=clang CXX=clang++; else export CC=gcc CXX=g++; fi
+  if command -v g++ >/dev/null; then export CC=gcc CXX=g++; else export CC=clang CXX=clang++; fi
 fi
 nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 [ -x "$nvcc" ] || { echo "build_gpu.sh: no nvcc (set CUDACXX)" >&2; exit 1; }
@@ -51,7 +53,11 @@ args=(
   -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON -DCMAKE_DISABLE_FIND_PACKAGE_gRPC=ON
   -DCMAKE_DISABLE_FIND_PACKAGE_Protobuf=ON -DCMAKE_DISABLE_FIND_PACKAGE_yaml-cpp=ON
 )
-[ -n "${TPSERVE_GPU_DEPS:-}" ] && args+=(-DCMAKE_PREFIX_PATH="$TPSERVE_GPU_DEPS")
+if [ -n "${TPSERVE_GPU_DEPS:-}" ]; then
+  # Debian 12's abseil (20220623) predates GCC 13's leaner standard headers: its str_format
+  # headers use uint8_t without including <cstdint>.
+  args+=(-DCMAKE_PREFIX_PATH="$TPSERVE_GPU_DEPS" "-DCMAKE_CXX_FLAGS=-include cstdint")
+fi
 cmake --no-warn-unused-cli "${args[@]}" "$@"
 keep_going=()
 if [ "${TPSERVE_KEEP_GOING:-0}" = 1 ]; then

@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "common/dtype.h"
+#include "common/status.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/ops.h"
@@ -289,6 +290,37 @@ TEST_P(GemmMatchesReference, WithinToleranceWithGuards) {
 INSTANTIATE_TEST_SUITE_P(CudaOps, GemmMatchesReference, ::testing::ValuesIn(GemmCases()),
                          NameOf<GemmCase>);
 
+// Random bf16 x (with 8 spare elements, for a less aligned view) and w on the device, room
+// for a bf16 y, and the GemmParams over them.
+struct DeviceGemm {
+  DeviceBuffer x, w, y;
+  GemmParams params;
+};
+absl::StatusOr<DeviceGemm> MakeDeviceGemm(int64_t tokens, int64_t rows, int64_t cols,
+                                          uint32_t seed) {
+  std::mt19937 rng(seed);
+  DeviceGemm g;
+  ASSIGN_OR_RETURN(g.x, Upload(RandomBf16(tokens * cols + 8, rng)));
+  ASSIGN_OR_RETURN(g.w, Upload(RandomBf16(rows * cols, rng)));
+  ASSIGN_OR_RETURN(g.y, DeviceBuffer::Allocate(tokens * rows * 2));
+  g.params = {g.x.as<uint16_t>(), g.w.as<uint16_t>(), g.y.data(), GemmOutput::kBf16,
+              tokens, rows, cols};
+  return g;
+}
+
+// Runs g.params twice: the second run must give the first run's bits.
+::testing::AssertionResult RepeatsItsBits(GemmHandle& handle, DeviceGemm& g) {
+  const GemmParams& p = g.params;
+  std::vector<uint16_t> first(p.tokens * p.rows), second(first.size());
+  for (std::vector<uint16_t>* out : {&first, &second}) {
+    absl::Status s = handle.Gemm(p, Stream{});
+    if (s.ok()) s = g.y.CopyToHost(out->data(), out->size() * 2);
+    if (!s.ok()) return ::testing::AssertionFailure() << s;
+  }
+  if (!SameBits(first, second)) return ::testing::AssertionFailure() << "different bits";
+  return ::testing::AssertionSuccess();
+}
+
 // Plans are cached per shape and alignment, and a cached plan gives the same bits again.
 TEST(GemmPlans, CachedPerShapeAndAlignmentAndRepeatable) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
@@ -296,23 +328,11 @@ TEST(GemmPlans, CachedPerShapeAndAlignmentAndRepeatable) {
   EXPECT_TRUE(handle.small_batch_kernel());
   handle.set_small_batch_kernel(false);  // cuBLASLt's plans for every shape below
   EXPECT_EQ(handle.cached_plans(), 0u);
-  std::mt19937 rng(7);
-  const int64_t tokens = 16, rows = 256, cols = 512;
-  const std::vector<uint16_t> x = RandomBf16(tokens * cols + 8, rng);
-  const std::vector<uint16_t> w = RandomBf16(rows * cols, rng);
-  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_x, Upload(x));
-  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_w, Upload(w));
-  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_y, DeviceBuffer::Allocate(tokens * rows * 2));
-  GemmParams p{d_x.as<uint16_t>(), d_w.as<uint16_t>(), d_y.data(), GemmOutput::kBf16,
-               tokens, rows, cols};
-  std::vector<uint16_t> first(tokens * rows), second(tokens * rows);
-  ASSERT_OK(handle.Gemm(p, Stream{}));
-  ASSERT_OK(d_y.CopyToHost(first.data(), first.size() * 2));
-  ASSERT_OK(handle.Gemm(p, Stream{}));
-  ASSERT_OK(d_y.CopyToHost(second.data(), second.size() * 2));
+  ASSERT_OK_AND_ASSIGN(DeviceGemm g, MakeDeviceGemm(16, 256, 512, 7));
+  EXPECT_TRUE(RepeatsItsBits(handle, g)) << "a cached plan";
   EXPECT_EQ(handle.cached_plans(), 1u);
-  EXPECT_TRUE(SameBits(first, second)) << "a cached plan gave different bits";
-  p.x = d_x.as<uint16_t>() + 4;  // 8-byte aligned: a plan of its own
+  GemmParams& p = g.params;
+  p.x = g.x.as<uint16_t>() + 4;  // 8-byte aligned: a plan of its own
   ASSERT_OK(handle.Gemm(p, Stream{}));
   EXPECT_EQ(handle.cached_plans(), 2u);
   p.tokens = 3;  // another shape
@@ -329,26 +349,13 @@ TEST(GemmPlans, CachedPerShapeAndAlignmentAndRepeatable) {
 TEST(GemmPlans, SmallBatchKernelNeedsNoPlanAndRepeatsItsBits) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   ASSERT_OK_AND_ASSIGN(GemmHandle handle, GemmHandle::Create());
-  std::mt19937 rng(8);
-  const int64_t tokens = 5, rows = 300, cols = 1024;
-  const std::vector<uint16_t> x = RandomBf16(tokens * cols + 8, rng);
-  const std::vector<uint16_t> w = RandomBf16(rows * cols, rng);
-  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_x, Upload(x));
-  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_w, Upload(w));
-  ASSERT_OK_AND_ASSIGN(DeviceBuffer d_y, DeviceBuffer::Allocate(tokens * rows * 2));
-  GemmParams p{d_x.as<uint16_t>(), d_w.as<uint16_t>(), d_y.data(), GemmOutput::kBf16,
-               tokens, rows, cols};
-  ASSERT_TRUE(GemmHandle::UsesSmallBatchKernel(p));
-  std::vector<uint16_t> first(tokens * rows), second(tokens * rows);
-  ASSERT_OK(handle.Gemm(p, Stream{}));
-  ASSERT_OK(d_y.CopyToHost(first.data(), first.size() * 2));
-  ASSERT_OK(handle.Gemm(p, Stream{}));
-  ASSERT_OK(d_y.CopyToHost(second.data(), second.size() * 2));
+  ASSERT_OK_AND_ASSIGN(DeviceGemm g, MakeDeviceGemm(5, 300, 1024, 8));
+  ASSERT_TRUE(GemmHandle::UsesSmallBatchKernel(g.params));
+  EXPECT_TRUE(RepeatsItsBits(handle, g)) << "the small-batch kernel";
   EXPECT_EQ(handle.cached_plans(), 0u);
-  EXPECT_TRUE(SameBits(first, second)) << "the small-batch kernel gave different bits";
-  p.x = d_x.as<uint16_t>() + 4;
-  ASSERT_FALSE(GemmHandle::UsesSmallBatchKernel(p));
-  ASSERT_OK(handle.Gemm(p, Stream{}));
+  g.params.x = g.x.as<uint16_t>() + 4;
+  ASSERT_FALSE(GemmHandle::UsesSmallBatchKernel(g.params));
+  ASSERT_OK(handle.Gemm(g.params, Stream{}));
   EXPECT_EQ(handle.cached_plans(), 1u);
   ASSERT_OK(SynchronizeStream(Stream{}));
 }

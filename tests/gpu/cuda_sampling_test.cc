@@ -307,7 +307,9 @@ TEST_P(SampleTokensMatchesCpuSampler, SameTokensAndLogprobsWithGuards) {
           << "row " << r << " slot " << n << ": " << lp << ", want " << want_lp[r].top[n].logprob;
     }
   }
-  if (c.rows > 8 && c.mode != Mode::kNan) EXPECT_GT(distinct, 0) << "every row drew one token";
+  if (c.rows > 8 && c.mode != Mode::kNan) {
+    EXPECT_GT(distinct, 0) << "every row drew one token";
+  }
 }
 INSTANTIATE_TEST_SUITE_P(CudaOps, SampleTokensMatchesCpuSampler, ::testing::ValuesIn(SampleCases()),
                          NameOf<SampleCase>);

@@ -189,7 +189,9 @@ inline std::unique_ptr<RankCompute> Cuda(const ModelConfig& c, const Layout& l,
   EXPECT_EQ((*r)->backend(), "cuda");
   absl::StatusOr<int64_t> fit = (*r)->KvBlocksThatFit(kBlockSize);
   EXPECT_TRUE(fit.ok()) << fit.status();
-  if (fit.ok()) EXPECT_GE(*fit, kNumBlocks);
+  if (fit.ok()) {
+    EXPECT_GE(*fit, kNumBlocks);
+  }
   EXPECT_TRUE((*r)->AllocateKvCache(kNumBlocks, kBlockSize).ok());
   EXPECT_EQ((*r)->kv_num_blocks(), kNumBlocks);
   return std::move(r).value();

@@ -308,7 +308,9 @@ TEST_F(EngineGoldenTest, PromptLogprobsMatchReferenceLogSoftmax) {
     for (int64_t v = 0; v < vocab_; ++v) {
       if (v != best) second = std::max(second, row[v]);
     }
-    if (row[best] - second >= g_min_margin) EXPECT_EQ(got[p].top[0].token, best) << p;
+    if (row[best] - second >= g_min_margin) {
+      EXPECT_EQ(got[p].top[0].token, best) << p;
+    }
   }
 }
 
