@@ -73,7 +73,8 @@ std::vector<DecodeGemmTime> TimeDecodeGemms(const ModelConfig& c,
   std::vector<DecodeGemmTime> out;
   for (const Shape& shape : shapes) {
     const size_t bytes = static_cast<size_t>(shape.rows * shape.cols) * 2;
-    const size_t copies = std::max<size_t>(2, (kRotationBytes + bytes - 1) / bytes);
+    // At most 64 copies: a --tiny model's matrices are too small to pass L2 at any count.
+    const size_t copies = std::clamp<size_t>((kRotationBytes + bytes - 1) / bytes, 2, 64);
     std::vector<kc::DeviceBuffer> w;
     for (size_t i = 0; i < copies; ++i) {
       w.push_back(Allocate(bytes, std::string("weights of ") + shape.name));

@@ -21,8 +21,8 @@ struct DecodeGemmTime {
 
 // Each projection of one layer of `config` (and lm_head, fp32 out) at each token count of
 // `tokens` (1..8), random bf16 inputs, both paths, on `stream` (a cudaStream_t). The weights
-// rotate over copies that together pass 256 MiB, so that no timed call finds its weights in
-// L2. Dies on a CUDA or op error (the benchmark's policy).
+// rotate over copies that together pass 256 MiB (at most 64 copies), so that no timed call of
+// the full-size model finds its weights in L2. Dies on a CUDA or op error (the benchmark's policy).
 std::vector<DecodeGemmTime> TimeDecodeGemms(const ModelConfig& config,
                                             const std::vector<int64_t>& tokens, void* stream);
 
