@@ -120,6 +120,7 @@ constexpr CudaOpInfo kRegistry[] = {
     {"ApplyRope", "bf16 q/k in place, fp32 cos/sin table, int32 positions"},
     {"SwiGlu", "bf16 gate_up [tokens, 2*inter] -> bf16 [tokens, inter]"},
     {"WriteKvCache", "bf16 k/v rows -> bf16 paged cache at int64 slots"},
+    {"ApplyRopeAndWriteKvCache", "ApplyRope, then WriteKvCache of the rotated rows, one launch"},
     {"Gemm", "bf16 x [tokens, cols] . bf16 w [rows, cols]^T -> bf16 or fp32 y (cuBLASLt)"},
     {"PagedPrefillAttention", "bf16 q, bf16 paged K/V cache -> bf16 out, ragged causal GQA"},
     {"PagedDecodeAttention", "bf16 q (1 token/seq), bf16 paged K/V -> bf16 out, split-K"},
@@ -155,23 +156,34 @@ absl::Status AddRmsNorm(const AddRmsNormParams& p, Stream stream) {
   return LaunchStatus(kOp, internal::LaunchAddRmsNorm(p, stream));
 }
 
+namespace {
+
+// ApplyRope's checks, in errors named `op`; resolves params->token_stride.
+absl::Status CheckRope(absl::string_view op, RopeParams* params) {
+  RopeParams& p = *params;
+  RETURN_IF_ERROR(CheckTokens(op, p.tokens));
+  RETURN_IF_ERROR(CheckSize(op, "heads", p.heads));
+  RETURN_IF_ERROR(CheckSize(op, "head_dim", p.head_dim));
+  if (p.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": head_dim = ", p.head_dim, " is odd"));
+  }
+  RETURN_IF_ERROR(CheckSize(op, "heads * head_dim", p.heads * p.head_dim));
+  RETURN_IF_ERROR(ResolveStride(op, "token_stride", p.heads * p.head_dim, &p.token_stride));
+  RETURN_IF_ERROR(CheckSize(op, "max_positions", p.max_positions));
+  if (p.tokens == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckPointer(op, "x", p.x));
+  RETURN_IF_ERROR(CheckPointer(op, "positions", p.positions));
+  RETURN_IF_ERROR(CheckPointer(op, "cos", p.cos));
+  return CheckPointer(op, "sin", p.sin);
+}
+
+}  // namespace
+
 absl::Status ApplyRope(const RopeParams& params, Stream stream) {
   constexpr absl::string_view kOp = "cuda::ApplyRope";
   RopeParams p = params;
-  RETURN_IF_ERROR(CheckTokens(kOp, p.tokens));
-  RETURN_IF_ERROR(CheckSize(kOp, "heads", p.heads));
-  RETURN_IF_ERROR(CheckSize(kOp, "head_dim", p.head_dim));
-  if (p.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": head_dim = ", p.head_dim, " is odd"));
-  }
-  RETURN_IF_ERROR(CheckSize(kOp, "heads * head_dim", p.heads * p.head_dim));
-  RETURN_IF_ERROR(ResolveStride(kOp, "token_stride", p.heads * p.head_dim, &p.token_stride));
-  RETURN_IF_ERROR(CheckSize(kOp, "max_positions", p.max_positions));
+  RETURN_IF_ERROR(CheckRope(kOp, &p));
   if (p.tokens == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(CheckPointer(kOp, "x", p.x));
-  RETURN_IF_ERROR(CheckPointer(kOp, "positions", p.positions));
-  RETURN_IF_ERROR(CheckPointer(kOp, "cos", p.cos));
-  RETURN_IF_ERROR(CheckPointer(kOp, "sin", p.sin));
   return LaunchStatus(kOp, internal::LaunchApplyRope(p, stream));
 }
 
@@ -185,32 +197,58 @@ absl::Status SwiGlu(const SwiGluParams& p, Stream stream) {
   return LaunchStatus(kOp, internal::LaunchSwiGlu(p, stream));
 }
 
-absl::Status WriteKvCache(const WriteKvCacheParams& params, Stream stream) {
-  constexpr absl::string_view kOp = "cuda::WriteKvCache";
-  WriteKvCacheParams p = params;
+namespace {
+
+// WriteKvCache's checks, in errors named `op`; resolves the token strides.
+absl::Status CheckWriteKv(absl::string_view op, WriteKvCacheParams* params) {
+  WriteKvCacheParams& p = *params;
   const PagedKvCache& c = p.cache;
-  RETURN_IF_ERROR(CheckTokens(kOp, p.tokens));
-  RETURN_IF_ERROR(CheckSize(kOp, "cache.num_blocks", c.num_blocks));
-  RETURN_IF_ERROR(CheckSize(kOp, "cache.block_size", c.block_size));
-  RETURN_IF_ERROR(CheckSize(kOp, "cache.kv_heads", c.kv_heads));
-  RETURN_IF_ERROR(CheckSize(kOp, "cache.head_dim", c.head_dim));
+  RETURN_IF_ERROR(CheckTokens(op, p.tokens));
+  RETURN_IF_ERROR(CheckSize(op, "cache.num_blocks", c.num_blocks));
+  RETURN_IF_ERROR(CheckSize(op, "cache.block_size", c.block_size));
+  RETURN_IF_ERROR(CheckSize(op, "cache.kv_heads", c.kv_heads));
+  RETURN_IF_ERROR(CheckSize(op, "cache.head_dim", c.head_dim));
   const int64_t row = c.kv_heads * c.head_dim;
-  RETURN_IF_ERROR(CheckSize(kOp, "cache.kv_heads * cache.head_dim", row));
+  RETURN_IF_ERROR(CheckSize(op, "cache.kv_heads * cache.head_dim", row));
   // Both factors are below 2^31, so the slot count cannot overflow; the element count could.
   const int64_t num_slots = c.num_blocks * c.block_size;
   if (num_slots > std::numeric_limits<int64_t>::max() / row) {
     return absl::InvalidArgumentError(
-        absl::StrCat(kOp, ": a cache of ", num_slots, " slots of ", row, " elements overflows"));
+        absl::StrCat(op, ": a cache of ", num_slots, " slots of ", row, " elements overflows"));
   }
-  RETURN_IF_ERROR(ResolveStride(kOp, "k_token_stride", row, &p.k_token_stride));
-  RETURN_IF_ERROR(ResolveStride(kOp, "v_token_stride", row, &p.v_token_stride));
+  RETURN_IF_ERROR(ResolveStride(op, "k_token_stride", row, &p.k_token_stride));
+  RETURN_IF_ERROR(ResolveStride(op, "v_token_stride", row, &p.v_token_stride));
   if (p.tokens == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(CheckPointer(kOp, "k", p.k));
-  RETURN_IF_ERROR(CheckPointer(kOp, "v", p.v));
-  RETURN_IF_ERROR(CheckPointer(kOp, "slots", p.slots));
-  RETURN_IF_ERROR(CheckPointer(kOp, "cache.k", c.k));
-  RETURN_IF_ERROR(CheckPointer(kOp, "cache.v", c.v));
+  RETURN_IF_ERROR(CheckPointer(op, "k", p.k));
+  RETURN_IF_ERROR(CheckPointer(op, "v", p.v));
+  RETURN_IF_ERROR(CheckPointer(op, "slots", p.slots));
+  RETURN_IF_ERROR(CheckPointer(op, "cache.k", c.k));
+  return CheckPointer(op, "cache.v", c.v);
+}
+
+}  // namespace
+
+absl::Status WriteKvCache(const WriteKvCacheParams& params, Stream stream) {
+  constexpr absl::string_view kOp = "cuda::WriteKvCache";
+  WriteKvCacheParams p = params;
+  RETURN_IF_ERROR(CheckWriteKv(kOp, &p));
+  if (p.tokens == 0) return absl::OkStatus();
   return LaunchStatus(kOp, internal::LaunchWriteKvCache(p, stream));
+}
+
+absl::Status ApplyRopeAndWriteKvCache(const RopeParams& rope, const WriteKvCacheParams& kv,
+                                      Stream stream) {
+  constexpr absl::string_view kOp = "cuda::ApplyRopeAndWriteKvCache";
+  RopeParams r = rope;
+  WriteKvCacheParams w = kv;
+  RETURN_IF_ERROR(CheckRope(kOp, &r));
+  RETURN_IF_ERROR(CheckWriteKv(kOp, &w));
+  if (r.tokens != w.tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": rope.tokens = ", r.tokens,
+                                                   " but kv.tokens = ", w.tokens));
+  }
+  if (r.tokens == 0) return absl::OkStatus();
+  return LaunchStatus(kOp, internal::LaunchApplyRopeAndWriteKvCache(r, w, stream));
 }
 
 absl::Status PagedPrefillAttention(const PagedAttentionParams& params, Stream stream) {

@@ -69,6 +69,14 @@ namespace tpserve::kernels::cuda {
 // is touched.
 [[nodiscard]] absl::Status WriteKvCache(const WriteKvCacheParams& p, Stream stream);
 
+// ApplyRope(rope) then WriteKvCache(kv) in one launch, with the same results bit for bit: the
+// K (and V) rows that kv names may lie inside rope.x, as in a fused qkv row, and the copy
+// reads them rotated. Each token's rows may only overlap that token's rotated row (one
+// block per token). Both parameter sets are checked as by those ops, and rope.tokens must
+// equal kv.tokens.
+[[nodiscard]] absl::Status ApplyRopeAndWriteKvCache(const RopeParams& rope,
+                                                    const WriteKvCacheParams& kv, Stream stream);
+
 // ------------------------------------- GEMM -------------------------------------------------
 
 // A cuBLASLt GEMM runner for one device: y[tokens, rows] = x[tokens, cols] · w^T with bf16 x

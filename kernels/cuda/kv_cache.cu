@@ -1,14 +1,14 @@
 // WriteKvCache on the GPU: copies each token's bf16 K and V rows ([kv_heads, head_dim],
 // possibly slices of a fused qkv row) into the paged cache at its slot. One block per token,
-// threads striding over the row. Negative slots (padding) and slots past the cache are
-// skipped, so a bad slot never writes outside the cache.
+// threads striding over the row (CopyTokenToCache in rope_kv.cuh). Negative slots (padding)
+// and slots past the cache are skipped, so a bad slot never writes outside the cache.
 // Tested by tests/gpu/cuda_ops_test.cc against kernels::ref::WriteKvCache (bit-exact).
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/rope_kv.cuh"
 
 namespace tpserve::kernels::cuda::internal {
 namespace {
@@ -21,16 +21,8 @@ __global__ void WriteKvCacheKernel(const uint16_t* __restrict__ k, const uint16_
                                    uint16_t* __restrict__ cache_k, uint16_t* __restrict__ cache_v,
                                    int64_t num_slots, int64_t row) {
   const int64_t t = blockIdx.x;
-  const int64_t slot = slots[t];
-  if (slot < 0 || slot >= num_slots) return;
-  const uint16_t* src_k = k + t * k_stride;
-  const uint16_t* src_v = v + t * v_stride;
-  uint16_t* dst_k = cache_k + slot * row;
-  uint16_t* dst_v = cache_v + slot * row;
-  for (int64_t e = threadIdx.x; e < row; e += kThreads) {
-    dst_k[e] = src_k[e];
-    dst_v[e] = src_v[e];
-  }
+  CopyTokenToCache(k + t * k_stride, v + t * v_stride, slots[t], cache_k, cache_v, num_slots,
+                   row);
 }
 
 }  // namespace

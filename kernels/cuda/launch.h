@@ -12,6 +12,8 @@ namespace tpserve::kernels::cuda::internal {
 int LaunchEmbedding(const EmbeddingParams& p, Stream stream);      // embedding.cu
 int LaunchAddRmsNorm(const AddRmsNormParams& p, Stream stream);    // rms_norm.cu
 int LaunchApplyRope(const RopeParams& p, Stream stream);           // rope.cu
+int LaunchApplyRopeAndWriteKvCache(const RopeParams& p, const WriteKvCacheParams& kv,
+                                   Stream stream);                // rope.cu
 int LaunchSwiGlu(const SwiGluParams& p, Stream stream);            // swiglu.cu
 int LaunchWriteKvCache(const WriteKvCacheParams& p, Stream stream);  // kv_cache.cu
 int LaunchSampleTokens(const SampleTokensParams& p, Stream stream);  // sampling.cu

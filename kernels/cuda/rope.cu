@@ -1,15 +1,14 @@
-// Rotary embedding on the GPU, in place on bf16 q/k, HF rotate_half pairing (i, i + half).
-// One block per token; each thread owns whole (i, i + half) pairs of one head, so no two
-// threads touch the same element. The products and sums use __fmul_rn/__fadd_rn/__fsub_rn,
-// which the compiler never fuses into FMAs: the fp32 results equal kernels::ref::ApplyRope
-// (built with -ffp-contract=off) bit for bit, and so do the bf16 outputs after one rounding.
-// Tested by tests/gpu/cuda_ops_test.cc (bit-exact against bf16(ref)).
+// Rotary embedding on the GPU, in place on bf16 q/k (RotateTokenRow in rope_kv.cuh: bit-exact
+// against bf16(kernels::ref::ApplyRope)), one block per token; and the fused
+// ApplyRopeAndWriteKvCache, which also copies each token's rotated K and its V into the paged
+// cache (one launch per layer instead of two). Tested by tests/gpu/cuda_ops_test.cc and
+// cuda_rope_kv_test.cc.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/rope_kv.cuh"
 
 namespace tpserve::kernels::cuda::internal {
 namespace {
@@ -21,27 +20,28 @@ __global__ void RopeKernel(uint16_t* __restrict__ x, int64_t heads, int64_t head
                            const float* __restrict__ cos_table,
                            const float* __restrict__ sin_table, int64_t max_positions) {
   const int64_t t = blockIdx.x;
-  const int64_t half = head_dim / 2;
-  const int32_t pos = positions[t];
-  const bool valid = pos >= 0 && pos < max_positions;
-  const float* cos_row = cos_table + (valid ? pos : 0) * half;
-  const float* sin_row = sin_table + (valid ? pos : 0) * half;
-  uint16_t* row = x + t * token_stride;
-  for (int64_t j = threadIdx.x; j < heads * half; j += kThreads) {
-    const int64_t h = j / half;
-    const int64_t i = j - h * half;
-    uint16_t* lo = row + h * head_dim + i;
-    uint16_t* hi = lo + half;
-    if (!valid) {  // the host cannot check positions without waiting: poison the token
-      *lo = kBf16Nan;
-      *hi = kBf16Nan;
-      continue;
-    }
-    const float a = Bf16ToF32(*lo), b = Bf16ToF32(*hi);
-    const float c = cos_row[i], s = sin_row[i];
-    *lo = F32ToBf16(__fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s)));
-    *hi = F32ToBf16(__fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s)));
-  }
+  RotateTokenRow(x + t * token_stride, heads, head_dim, positions[t], cos_table, sin_table,
+                 max_positions);
+}
+
+// ApplyRope then WriteKvCache for one token per block: the K and V rows the copy reads may
+// lie in the rotated row (the fused qkv row), and only this block touches them.
+// x, k and v may overlap (no __restrict__ on them): k and v are read after the barrier.
+__global__ void RopeAndWriteKvKernel(uint16_t* x, int64_t heads, int64_t head_dim,
+                                     int64_t token_stride, const int32_t* __restrict__ positions,
+                                     const float* __restrict__ cos_table,
+                                     const float* __restrict__ sin_table, int64_t max_positions,
+                                     const uint16_t* k, const uint16_t* v, int64_t k_stride,
+                                     int64_t v_stride, const int64_t* __restrict__ slots,
+                                     uint16_t* __restrict__ cache_k,
+                                     uint16_t* __restrict__ cache_v, int64_t num_slots,
+                                     int64_t row) {
+  const int64_t t = blockIdx.x;
+  RotateTokenRow(x + t * token_stride, heads, head_dim, positions[t], cos_table, sin_table,
+                 max_positions);
+  __syncthreads();  // the rotated K is in memory for every thread of the block
+  CopyTokenToCache(k + t * k_stride, v + t * v_stride, slots[t], cache_k, cache_v, num_slots,
+                   row);
 }
 
 }  // namespace
@@ -49,6 +49,16 @@ __global__ void RopeKernel(uint16_t* __restrict__ x, int64_t heads, int64_t head
 int LaunchApplyRope(const RopeParams& p, Stream stream) {
   RopeKernel<<<static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream)>>>(
       p.x, p.heads, p.head_dim, p.token_stride, p.positions, p.cos, p.sin, p.max_positions);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchApplyRopeAndWriteKvCache(const RopeParams& p, const WriteKvCacheParams& kv,
+                                   Stream stream) {
+  const PagedKvCache& c = kv.cache;
+  RopeAndWriteKvKernel<<<static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream)>>>(
+      p.x, p.heads, p.head_dim, p.token_stride, p.positions, p.cos, p.sin, p.max_positions,
+      kv.k, kv.v, kv.k_token_stride, kv.v_token_stride, kv.slots, c.k, c.v,
+      c.num_blocks * c.block_size, c.kv_heads * c.head_dim);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -626,6 +626,7 @@ std::map<std::string_view, size_t> TestedOps() {
       {"PagedDecodeAttention", DecodeAttentionCaseCount()},
       {"SampleTokens", SampleTokensCaseCount()},
       {"GatherRows", GatherRowsCases().size()},
+      {"ApplyRopeAndWriteKvCache", RopeKvCaseCount()},
   };
 }
 

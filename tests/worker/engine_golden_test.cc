@@ -365,7 +365,9 @@ TEST_F(EngineGoldenTest, RankOwnsOnlyItsShareOfTheWeights) {
   EXPECT_EQ(int64_t(g_engine->weight_bytes()), expected);
   // And far less than the whole model when the job is split.
   const int64_t whole = c.num_layers * whole_layer + 2 * elem * c.vocab_size * h;
-  if (l.tp * l.pp > 1) EXPECT_LT(int64_t(g_engine->weight_bytes()), whole * 3 / 4);
+  if (l.tp * l.pp > 1) {
+    EXPECT_LT(int64_t(g_engine->weight_bytes()), whole * 3 / 4);
+  }
 }
 
 }  // namespace

@@ -520,7 +520,6 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
     rope.cos = rope_cos_.as<float>();
     rope.sin = rope_sin_.as<float>();
     rope.max_positions = config_.max_position_embeddings;
-    RETURN_IF_ERROR(kc::ApplyRope(rope, s));
     const kc::PagedKvCache cache = Cache(l);
     kc::WriteKvCacheParams kv;
     kv.k = qkv + lq_ * d_;
@@ -529,7 +528,7 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
     kv.tokens = t;
     kv.slots = slots_.as<int64_t>();
     kv.cache = cache;
-    RETURN_IF_ERROR(kc::WriteKvCache(kv, s));
+    RETURN_IF_ERROR(kc::ApplyRopeAndWriteKvCache(rope, kv, s));
     kc::PagedAttentionParams at;
     at.q = qkv;
     at.q_token_stride = qkv_rows_;
