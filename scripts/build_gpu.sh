@@ -52,6 +52,7 @@ args=(
   -DTPSERVE_GPU_ONLY=ON -DTPSERVE_CUDA=ON -DTPSERVE_BUILD_FUZZERS=OFF
   -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON -DCMAKE_DISABLE_FIND_PACKAGE_gRPC=ON
   -DCMAKE_DISABLE_FIND_PACKAGE_Protobuf=ON -DCMAKE_DISABLE_FIND_PACKAGE_yaml-cpp=ON
+  -DCMAKE_DISABLE_FIND_PACKAGE_nlohmann_json=OFF  # a cache from before it was wanted
 )
 if [ -n "${TPSERVE_GPU_DEPS:-}" ]; then
   # Debian 12's abseil (20220623) predates GCC 13's leaner standard headers: its str_format

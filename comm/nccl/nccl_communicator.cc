@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -170,6 +171,33 @@ class NcclCommunicator final : public DeviceCommunicator {
   absl::Status first_error_;  // why comm_ was aborted
 };
 
+// The local steps before an init: the environment, the arguments, the device.
+absl::Status PrepareRank(const std::string& who, int device, absl::Duration init_timeout) {
+  // NCCL lets these variables override a communicator's config; this file sets both fields
+  // itself (a non-blocking set-up, then a blocking child that shares nothing with it).
+  for (const char* name : {"NCCL_COMM_BLOCKING", "NCCL_COMM_SPLIT_SHARE_RESOURCES"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && *value != '\0') {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "NCCL init of ", who, ": ", name, "=", value, " is set; tpserve chooses that setting "
+          "itself (non-blocking set-up, blocking collectives): unset it"));
+    }
+  }
+  if (device < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL init of ", who, ": negative device"));
+  }
+  if (init_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL init of ", who, ": the init timeout ",
+                                                   absl::FormatDuration(init_timeout),
+                                                   " is not positive"));
+  }
+  const cudaError_t err = cudaSetDevice(device);
+  if (err == cudaSuccess) return absl::OkStatus();
+  (void)cudaGetLastError();  // not sticky: keep it from resurfacing in a later call
+  return CudaResultToStatus(err,
+                            absl::StrCat("NCCL init of ", who, ": cudaSetDevice(", device, ")"));
+}
+
 // Starts the non-blocking init of this rank and waits for it until `timeout` has passed.
 // On success `*out` owns the communicator; on failure no communicator is left behind.
 absl::Status InitRank(const ncclUniqueId& id, int rank, int size, const std::string& who,
@@ -238,8 +266,10 @@ absl::Status SplitBlocking(ncclComm_t parent, int rank, int size, const std::str
     }
   }
   if (!status.ok()) {
-    if (child != nullptr) (void)ncclCommAbort(child);
+    // The parent first: its abort waits for the split's thread, which stores the child (also
+    // a failed one) as it ends; only then is `child` final.
     (void)ncclCommAbort(parent);
+    if (child != nullptr) (void)ncclCommAbort(child);
     return status;
   }
   // The parent's work is done; its resources go (the child shares none: splitShare is off).
@@ -269,21 +299,7 @@ absl::StatusOr<std::unique_ptr<DeviceCommunicator>> CreateNcclCommunicator(
   // 1. Local preparation. Its outcome is agreed before the NCCL init, so that a rank failing
   //    here fails every rank at once instead of leaving the others waiting for it until the
   //    deadline. Every rank takes part in the broadcast whatever happened locally.
-  absl::Status prep = absl::OkStatus();
-  if (device < 0) {
-    prep = absl::InvalidArgumentError(absl::StrCat("NCCL init of ", who, ": negative device"));
-  } else if (init_timeout <= absl::ZeroDuration()) {
-    prep = absl::InvalidArgumentError(absl::StrCat("NCCL init of ", who, ": the init timeout ",
-                                                   absl::FormatDuration(init_timeout),
-                                                   " is not positive"));
-  } else {
-    const cudaError_t err = cudaSetDevice(device);
-    if (err != cudaSuccess) {
-      (void)cudaGetLastError();  // not sticky: keep it from resurfacing in a later call
-      prep = CudaResultToStatus(
-          err, absl::StrCat("NCCL init of ", who, ": cudaSetDevice(", device, ")"));
-    }
-  }
+  absl::Status prep = PrepareRank(who, device, init_timeout);
   ncclUniqueId id;
   std::memset(&id, 0, sizeof id);
   if (rank == 0 && prep.ok()) {

@@ -31,13 +31,15 @@ bool NcclAvailable();
 // every rank returns the same verdict (an error's message is prefixed "rank R: " with the
 // lowest failing rank):
 //   InvalidArgument     device < 0, a device this process cannot see, or init_timeout <= 0;
+//   FailedPrecondition  NCCL_COMM_BLOCKING or NCCL_COMM_SPLIT_SHARE_RESOURCES is set (NCCL
+//                       would let them override the settings this relies on), or tpserve
+//                       was built without NCCL (no collective call is made then);
 //   Unavailable         no CUDA driver or device, NCCL or a peer failed during init, or
 //                       `group` itself failed;
 //   DeadlineExceeded    some rank's init or split did not finish within `init_timeout` (a
 //                       rank never joined, or is stuck): "NCCL init of rank 1 of 2 on device
 //                       0 did not finish within 30s: ...";
-//   Internal            NCCL disagrees with `group` on rank or size (a bug);
-//   FailedPrecondition  tpserve was built without NCCL (no collective call is made then).
+//   Internal            NCCL disagrees with `group` on rank or size (a bug).
 // On error no rank keeps a communicator (ranks whose own init succeeded abort theirs).
 // The returned communicator is blocking: each call enqueues on the calling thread and returns
 // (the first call of a kind may also connect to the peers, as NCCL connects on first use);

@@ -26,15 +26,15 @@ __global__ void RopeKernel(uint16_t* __restrict__ x, int64_t heads, int64_t head
 
 // ApplyRope then WriteKvCache for one token per block: the K and V rows the copy reads may
 // lie in the rotated row (the fused qkv row), and only this block touches them.
-// x, k and v may overlap (no __restrict__ on them): k and v are read after the barrier.
+// x, k and v may overlap, so neither they nor the cache are __restrict__: k and v are read
+// after the barrier, through the coherent path.
 __global__ void RopeAndWriteKvKernel(uint16_t* x, int64_t heads, int64_t head_dim,
                                      int64_t token_stride, const int32_t* __restrict__ positions,
                                      const float* __restrict__ cos_table,
                                      const float* __restrict__ sin_table, int64_t max_positions,
                                      const uint16_t* k, const uint16_t* v, int64_t k_stride,
                                      int64_t v_stride, const int64_t* __restrict__ slots,
-                                     uint16_t* __restrict__ cache_k,
-                                     uint16_t* __restrict__ cache_v, int64_t num_slots,
+                                     uint16_t* cache_k, uint16_t* cache_v, int64_t num_slots,
                                      int64_t row) {
   const int64_t t = blockIdx.x;
   RotateTokenRow(x + t * token_stride, heads, head_dim, positions[t], cos_table, sin_table,

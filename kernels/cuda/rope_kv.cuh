@@ -1,7 +1,9 @@
 // The per-token bodies of the RoPE and KV-cache kernels (internal; CUDA code only), shared by
 // rope.cu (ApplyRope, and the fused ApplyRopeAndWriteKvCache) and kv_cache.cu (WriteKvCache):
 // one block per token, its threads striding over the token's row. A fused kernel runs them
-// one after the other with a __syncthreads() between, so the copy reads the rotated K.
+// one after the other with a __syncthreads() between, so the copy reads the rotated K. No
+// __restrict__ on the rows: in the fused kernel the copy reads what the rotation wrote, and a
+// restrict-qualified pointer would let the compiler read it through the non-coherent cache.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,7 +20,7 @@ namespace tpserve::kernels::cuda::internal {
 // FMAs: the fp32 results equal kernels::ref::ApplyRope (built with -ffp-contract=off) bit for
 // bit. A position outside [0, max_positions) (the host cannot check positions without
 // waiting) poisons the token's rotated heads with NaN.
-__device__ __forceinline__ void RotateTokenRow(uint16_t* __restrict__ row, int64_t heads,
+__device__ __forceinline__ void RotateTokenRow(uint16_t* row, int64_t heads,
                                                int64_t head_dim, int32_t pos,
                                                const float* __restrict__ cos_table,
                                                const float* __restrict__ sin_table,
@@ -46,11 +48,10 @@ __device__ __forceinline__ void RotateTokenRow(uint16_t* __restrict__ row, int64
 
 // Copies one token's K and V rows (`row` elements each) into the cache at `slot`; a negative
 // slot (padding) or one at or past `num_slots` (a caller bug) writes nothing.
-__device__ __forceinline__ void CopyTokenToCache(const uint16_t* __restrict__ src_k,
-                                                 const uint16_t* __restrict__ src_v,
-                                                 int64_t slot, uint16_t* __restrict__ cache_k,
-                                                 uint16_t* __restrict__ cache_v,
-                                                 int64_t num_slots, int64_t row) {
+__device__ __forceinline__ void CopyTokenToCache(const uint16_t* src_k, const uint16_t* src_v,
+                                                 int64_t slot, uint16_t* cache_k,
+                                                 uint16_t* cache_v, int64_t num_slots,
+                                                 int64_t row) {
   if (slot < 0 || slot >= num_slots) return;
   uint16_t* dst_k = cache_k + slot * row;
   uint16_t* dst_v = cache_v + slot * row;

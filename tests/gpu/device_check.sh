@@ -46,16 +46,15 @@ nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 "$nvcc" --version 2>&1 | tail -1
 echo "cmake: $(cmake --version | head -1), $(nproc) cores"
 [ -d "$root/.gpu-deps" ] && export TPSERVE_GPU_DEPS="$root/.gpu-deps"
-if [ -z "${TPSERVE_GPU_DEPS:-}" ] &&
-    ! ls /usr/include/absl /usr/local/include/absl >/dev/null 2>&1; then
+if [ -z "${TPSERVE_GPU_DEPS:-}" ] && [ ! -d /usr/include/absl ] &&
+    [ ! -d /usr/local/include/absl ]; then
   echo "no abseil here and no .gpu-deps/: the build will fail (bundle abseil, GoogleTest and" \
     "nlohmann_json" \
     "with 'bash scripts/build_gpu.sh --bundle-deps .gpu-deps' and carry .gpu-deps)"
 fi
 # No NCCL beside the CUDA toolkit: take the one in NVIDIA's Python wheel, if python3 has it.
-if [ -z "${NCCL_HOME:-}" ] &&
-    ! ls /usr/local/include/nccl.h /usr/local/cuda/include/nccl.h /usr/include/nccl.h \
-      >/dev/null 2>&1; then
+if [ -z "${NCCL_HOME:-}" ] && [ ! -f /usr/local/include/nccl.h ] &&
+    [ ! -f /usr/local/cuda/include/nccl.h ] && [ ! -f /usr/include/nccl.h ]; then
   wheel=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null || true)
   [ -n "$wheel" ] && [ -f "$wheel/include/nccl.h" ] && export NCCL_HOME=$wheel
 fi
@@ -85,6 +84,10 @@ rm -f "$out"/*.json
 GTEST_OUTPUT="json:$out/" ctest --test-dir "$build" -L gpu --output-on-failure --timeout 300 \
   >"$out/ctest.log" 2>&1 || status=1
 grep -E "Test +#|tests passed|Skipped|Failed" "$out/ctest.log"
+if ! grep -q "engine_golden.tiny-mistral-hd64.solo.cuda" "$out/ctest.log"; then
+  echo "the engine's end-to-end GPU test was not built (no nlohmann_json? see build.log)"
+  status=1
+fi
 if grep -q "Skipped" "$out/ctest.log"; then
   echo "GPU tests were SKIPPED: no CUDA device visible to the tests"
   status=1

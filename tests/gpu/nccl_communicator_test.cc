@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "comm/communicator.h"
 #include "comm/nccl/nccl_status.h"
@@ -143,6 +144,22 @@ TEST(NcclHostChecks, BadArgumentsAreInvalidArgumentOnEveryRank) {
       CreateNcclCommunicator(group, 0, absl::ZeroDuration());
   EXPECT_EQ(no_time.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(no_time.status().message(), "is not positive")) << no_time.status();
+}
+
+// NCCL would let these override the communicator's config (blocking, resource sharing), which
+// the implementation relies on: refused by name before any CUDA or NCCL call.
+TEST(NcclHostChecks, OverridingEnvironmentVariablesAreRefusedByName) {
+  InProcessGroup group(1);
+  for (const char* name : {"NCCL_COMM_BLOCKING", "NCCL_COMM_SPLIT_SHARE_RESOURCES"}) {
+    ASSERT_EQ(std::getenv(name), nullptr) << name << " is set in the test's environment";
+    ASSERT_EQ(setenv(name, "1", 1), 0);
+    absl::StatusOr<std::unique_ptr<DeviceCommunicator>> comm =
+        CreateNcclCommunicator(group, 0, absl::Seconds(5));
+    unsetenv(name);
+    EXPECT_EQ(comm.status().code(), absl::StatusCode::kFailedPrecondition) << comm.status();
+    EXPECT_TRUE(absl::StrContains(comm.status().message(), absl::StrCat(name, "=1")))
+        << comm.status();
+  }
 }
 
 // Device `count` does not exist: without a GPU (or driver) that is device 0 and the error is

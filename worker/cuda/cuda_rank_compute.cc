@@ -716,11 +716,12 @@ absl::Status CudaRankComputeImpl::PrepareCollectives() {
   if (tp_group_ == nullptr) return absl::OkStatus();
   RETURN_IF_ERROR(SetDevice());
   const kc::Stream s = stream();
-  // The all-reduces of the layers: every decode bucket and the largest step. NCCL picks its
-  // algorithm and protocol by size, and connects what that choice needs on first use. The
-  // buffers hold zeros or stale values; a step overwrites them before it reads them.
+  // The all-reduces of the layers at every power of two of rows up to the largest step (the
+  // decode buckets among them) and at the largest step: NCCL picks its algorithm and protocol
+  // by size and connects what that choice needs on first use. The buffers hold zeros or stale
+  // values; a step overwrites them before it reads them.
   std::vector<int64_t> rows;
-  for (int64_t n = 1; n <= std::min(kMaxGraphBatch, capacity_); n *= 2) rows.push_back(n);
+  for (int64_t n = 1; n <= capacity_; n *= 2) rows.push_back(n);
   if (rows.back() != capacity_) rows.push_back(capacity_);
   for (const int64_t n : rows) {
     RETURN_IF_ERROR(Prefixed(tp_group_->AllReduceSum(delta_.data(), static_cast<size_t>(n * h_),
