@@ -59,7 +59,11 @@ int32_t SampleToken(float* logits, int64_t vocab, const SamplingParams& params,
   std::vector<float> prob(vocab);
   double total = 0.0;
   for (int64_t i = 0; i < vocab; ++i) {
-    prob[i] = std::exp((logits[i] - max_logit) / params.temperature);
+    // exp in double, rounded once to float: the GPU sampler (kernels/cuda/sampling.cu) does
+    // the same, and both libraries' double exp are accurate enough that the floats agree,
+    // where expf may differ by an ulp between them (and flip a token at a cut-off).
+    prob[i] = static_cast<float>(
+        std::exp(static_cast<double>((logits[i] - max_logit) / params.temperature)));
     total += prob[i];
   }
   for (float& p : prob) p = static_cast<float>(p / total);

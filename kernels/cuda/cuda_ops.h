@@ -184,9 +184,11 @@ int64_t DecodeAttentionWorkspaceBytes(int64_t num_seqs, int64_t q_heads, int64_t
 // and top-p cut-offs by a 31-step bisection over the probabilities' bit patterns (count and
 // fp64 mass of probabilities >= a threshold; no sort, any top_k), the inverse CDF by a block
 // prefix sum in fp64 in token-id order at u = SamplingPhiloxUniform(seed, position).
-// Equal to the CPU token except where the two sides' rounding differences (device expf is
-// within 2 ulp of the host's; fp64 sums in another order) move a probability across a
-// cut-off or u across a CDF step: rare for real logits, and the tests expect none.
+// Equal to the CPU token except where the two sides' rounding differences move a probability
+// across a cut-off or u across a CDF step: both take float(exp(double)) per probability (the
+// two libraries' double exp round to the same float but for ~2^-29 of arguments, where their
+// expf differ by an ulp far more often) and sum in fp64 in other orders, so flips are
+// vanishingly rare, and the tests expect none.
 // NaN: greedy over a row whose (penalised) logit 0 is NaN gives 0, otherwise NaNs are
 // skipped; a sampled row with a NaN probability (a NaN or +inf logit, all logits -inf, a NaN
 // temperature) gives token vocab - 1 (the CPU sampler's result); logprobs of a row with a NaN

@@ -6,7 +6,8 @@
 //  - repetition penalty: the raw row is copied into the workspace, then every seen id is
 //    penalised from its raw value (duplicates write the same value: each token once);
 //  - greedy: the CPU's sequential argmax (logit 0 NaN -> 0, else the first maximum);
-//  - probabilities: expf((l - max) / T) in fp32, summed in fp64, divided in fp64, as the CPU;
+//  - probabilities: float(exp(double((l - max) / T))), summed in fp64, divided in fp64, as the
+//    CPU (both sides' double exp round to the same float, where their expf may not);
 //  - top-k / top-p cut-off: the CPU takes sorted[k - 1] and the first sorted prefix reaching
 //    top_p. Here both are found by bisection over the bit patterns of the (non-negative)
 //    probabilities: sorted[k - 1] is the largest value v with count(p >= v) >= k, and the top-p
@@ -146,7 +147,8 @@ __device__ int SampleRow(float* w, int64_t vocab, const SamplingRow& prm, Scratc
   __syncthreads();  // every thread has read max_logit before w changes
   double total = 0.0;
   for (int64_t i = tid; i < vocab; i += kThreads) {
-    const float e = expf((w[i] - max_logit) / prm.temperature);
+    const float x = (w[i] - max_logit) / prm.temperature;
+    const float e = static_cast<float>(exp(static_cast<double>(x)));
     w[i] = e;
     total += e;
   }

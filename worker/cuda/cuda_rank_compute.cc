@@ -41,12 +41,14 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/logging.h"
 #include "common/status.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_status.h"
@@ -229,6 +231,7 @@ class CudaRankComputeImpl final : public CudaRankCompute {
 
   int64_t step_tokens_ = -1;  // rows of the last successful Forward; -1: none
   std::map<int64_t, kc::ExecutableGraph> graphs_;  // by padded decode batch
+  std::set<int64_t> uncapturable_;                  // padded batches whose capture failed
   CudaComputeStats stats_;
 
   // Pipeline links (ConnectStages); connected in neither direction where the hidden state
@@ -688,7 +691,7 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
                              "clear padded rows"));
   }
 
-  const bool graph = bucketed && options_.graphs;
+  const bool graph = bucketed && options_.graphs && !uncapturable_.contains(padded);
   bool capture = false;
   if (auto it = graphs_.find(padded); graph && it != graphs_.end()) {
     RETURN_IF_ERROR(it->second.Launch(stream()));
@@ -708,7 +711,16 @@ absl::Status CudaRankComputeImpl::Forward(const StepRows& rows, const float* hid
   RETURN_IF_ERROR(Sync());
   step_tokens_ = tokens;
   // The eager step has built every GEMM plan of this bucket: capture it for the next time.
-  if (capture) RETURN_IF_ERROR(Capture(padded));
+  // The step itself is done and correct; a bucket whose capture fails runs eagerly from then
+  // on (a lost optimisation is no reason to fail the requests of this step).
+  if (capture) {
+    if (absl::Status s = Capture(padded); !s.ok()) {
+      uncapturable_.insert(padded);
+      ++stats_.graph_capture_failures;
+      LogError(absl::StrCat("CUDA device ", options_.device, ": ", s.message(),
+                            "; this batch size runs without a graph from now on"));
+    }
+  }
   return absl::OkStatus();
 }
 

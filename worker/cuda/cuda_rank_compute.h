@@ -40,6 +40,7 @@ struct CudaComputeStats {
   int64_t graph_captures = 0;  // graphs captured (one per decode bucket; again after the
                                // scratch buffers or the KV cache were reallocated)
   int64_t graph_launches = 0;  // Forward calls that replayed a captured graph
+  int64_t graph_capture_failures = 0;  // captures that failed (that bucket then runs eagerly)
 };
 
 // What CreateCudaRankCompute returns, for callers that want the CUDA-only extras.
