@@ -1,10 +1,12 @@
 #include "launcher/cluster_config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "yaml-cpp/yaml.h"
@@ -49,6 +51,36 @@ absl::Status Positive(const Context& ctx, const std::string& key, int v, int min
   return absl::OkStatus();
 }
 
+// A replica's `gpus`: valid indices, each once, for a replica that uses GPUs, at least as many
+// as the ranks it places on any one host: every rank when local, else mpirun's default
+// placement, which fills the slots of "host:N" entries in order (a host without a count ends
+// the check: its slots are not known here).
+absl::Status CheckGpus(const Context& ctx, const std::string& key, const ReplicaConfig& r) {
+  if (r.gpus.empty()) return absl::OkStatus();
+  if (r.backend == "cpu") return ctx.Bad(key, "given for a cpu replica (backend cuda or auto)");
+  std::set<int> seen;
+  for (const int g : r.gpus) {
+    if (g < 0) return ctx.Bad(key, absl::StrCat("GPU index ", g, " is negative"));
+    if (!seen.insert(g).second) return ctx.Bad(key, absl::StrCat("GPU ", g, " is listed twice"));
+  }
+  const int gpus = static_cast<int>(r.gpus.size());
+  int unplaced = r.tensor_parallel * r.pipeline_parallel;
+  if (r.hosts.empty() && unplaced > gpus) {
+    return ctx.Bad(key, absl::StrCat(gpus, " GPUs for the ", unplaced, " ranks of a local replica"));
+  }
+  for (const std::string& host : r.hosts) {
+    const size_t colon = host.rfind(':');
+    int slots = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(host.substr(colon + 1), &slots)) break;
+    const int placed = std::min(slots, unplaced);
+    if (placed > gpus) {
+      return ctx.Bad(key, absl::StrCat(gpus, " GPUs for the ", placed, " ranks on ", host));
+    }
+    unplaced -= placed;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
                                     const std::string& base_dir) {
   ClusterConfig c;
@@ -89,7 +121,7 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     if (absl::Status s = OnlyKeys(ctx, n, where,
                                   {"name", "tensor_parallel", "pipeline_parallel", "backend",
                                    "gpu_memory_fraction", "cuda_graphs", "stage_handoff", "hosts",
-                                   "layers_per_stage", "mpirun_args"});
+                                   "gpus", "layers_per_stage", "mpirun_args"});
         !s.ok()) {
       return s;
     }
@@ -103,6 +135,7 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
     if (absl::Status s = Read(ctx, n["cuda_graphs"], where + ".cuda_graphs", &r.cuda_graphs); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["stage_handoff"], where + ".stage_handoff", &r.stage_handoff); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["hosts"], where + ".hosts", &r.hosts); !s.ok()) return s;
+    if (absl::Status s = Read(ctx, n["gpus"], where + ".gpus", &r.gpus); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["layers_per_stage"], where + ".layers_per_stage", &r.layers_per_stage); !s.ok()) return s;
     if (absl::Status s = Read(ctx, n["mpirun_args"], where + ".mpirun_args", &r.mpirun_args); !s.ok()) return s;
     if (absl::Status s = Positive(ctx, where + ".tensor_parallel", r.tensor_parallel); !s.ok()) return s;
@@ -123,6 +156,7 @@ absl::StatusOr<ClusterConfig> Parse(const Context& ctx, const YAML::Node& root,
                      absl::StrCat("has ", r.layers_per_stage.size(), " entries for pipeline_parallel ",
                                   r.pipeline_parallel));
     }
+    if (absl::Status s = CheckGpus(ctx, where + ".gpus", r); !s.ok()) return s;
     if (!names.insert(r.name).second) return ctx.Bad(where + ".name", "\"" + r.name + "\" is used twice");
     c.replicas.push_back(std::move(r));
   }

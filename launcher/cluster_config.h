@@ -19,6 +19,10 @@ struct ReplicaConfig {
   bool cuda_graphs = true;                  // cuda: replay decode steps from CUDA graphs
   std::string stage_handoff = "nccl";       // cuda, pp > 1: nccl | host
   std::vector<std::string> hosts;           // mpirun --host entries, e.g. "node1:4"; empty = local
+  // cuda/auto: the GPU indices this replica may use on each of its hosts (CUDA_VISIBLE_DEVICES
+  // for its ranks; a rank takes the entry of its node-local rank), e.g. [4, 5, 6, 7] for a
+  // second replica on an 8-GPU node; empty = every GPU.
+  std::vector<int> gpus;
   std::vector<int> layers_per_stage;        // empty = even split
   std::vector<std::string> mpirun_args;     // extra mpirun arguments
 };
@@ -42,8 +46,9 @@ struct ClusterConfig {
 // Parses YAML text. `source` names the file in errors; `base_dir` resolves a relative model
 // path. InvalidArgument naming the key for: bad YAML, a missing model or replicas list, an
 // unknown key (typos must not pass silently), a wrong type, sizes < 1, duplicate replica
-// names, a backend other than cpu/cuda/auto, or layers_per_stage whose length is not
-// pipeline_parallel.
+// names, a backend other than cpu/cuda/auto, layers_per_stage whose length is not
+// pipeline_parallel, or gpus that are negative, repeated, given to a cpu replica, or fewer
+// than the ranks the replica puts on one host (host "name:slots", or all ranks when local).
 absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text,
                                                  const std::string& source,
                                                  const std::string& base_dir);

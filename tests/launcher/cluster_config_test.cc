@@ -59,6 +59,36 @@ TEST(ClusterConfigTest, BadConfigsNameTheKeyAtFault) {
   EXPECT_NE(ErrorOf("model: [unclosed").find("not valid YAML"), std::string::npos);
 }
 
+TEST(ClusterConfigTest, GpusAreCheckedAgainstTheRanksEachHostGets) {
+  absl::StatusOr<ClusterConfig> c = ParseClusterConfig(
+      "model: m\nreplicas:\n"
+      "  - {name: a, tensor_parallel: 4, backend: cuda, hosts: [n0:8], gpus: [4, 5, 6, 7]}\n"
+      "  - {name: b, tensor_parallel: 2, backend: auto, gpus: [1, 0]}\n"
+      "  - {name: c, tensor_parallel: 4, pipeline_parallel: 2, backend: cuda,\n"
+      "     hosts: [n0:4, n1:4], gpus: [0, 1, 2, 3]}\n",
+      "c.yaml", "/");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->replicas[0].gpus, (std::vector<int>{4, 5, 6, 7}));
+  EXPECT_EQ(c->replicas[1].gpus, (std::vector<int>{1, 0}));
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{backend: cpu, gpus: [0]}]")
+                .find("replicas[0].gpus: given for a cpu replica"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{backend: cuda, gpus: [0, -1]}]").find("-1 is negative"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{backend: cuda, gpus: [2, 2]}]").find("GPU 2 is listed twice"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{tensor_parallel: 2, backend: cuda, gpus: [3]}]")
+                .find("replicas[0].gpus: 1 GPUs for the 2 ranks of a local replica"),
+            std::string::npos);
+  // Eight ranks over n0:4 and n1:4: four on each host, three GPUs listed.
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{tensor_parallel: 8, backend: cuda, hosts: [n0:4, n1:4], "
+                    "gpus: [0, 1, 2]}]")
+                .find("3 GPUs for the 4 ranks on n0:4"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("model: m\nreplicas: [{backend: cuda, gpus: one}]").find("gpus: has the wrong type"),
+            std::string::npos);
+}
+
 TEST(ClusterConfigTest, ShippedClusterConfigsAreValid) {
   int count = 0;
   for (const auto& entry : std::filesystem::directory_iterator(TPSERVE_CLUSTER_CONFIGS)) {
