@@ -164,8 +164,9 @@ class GemmHandle {
 [[nodiscard]] absl::Status PagedPrefillAttention(const PagedAttentionParams& p, Stream stream);
 
 // Decode attention: one new token per sequence (num_tokens must be 1; a sequence with 0 is
-// skipped, one with more gets a NaN row at token_begin and its other rows untouched). All q_heads / kv_heads (<= kMaxDecodeGroup)
-// query heads of a KV head share one pass over its keys; a sequence's visible keys are split
+// skipped, one with more gets a NaN row at token_begin and its other rows untouched). All
+// q_heads / kv_heads (<= kMaxDecodeGroup) query heads of a KV head share one pass over its
+// keys; a sequence's visible keys are split
 // into up to kMaxDecodeSplits ranges processed by separate blocks when the batch alone would
 // not fill the GPU (partials in p.workspace, merged by a second kernel).
 [[nodiscard]] absl::Status PagedDecodeAttention(const DecodeAttentionParams& p, Stream stream);
