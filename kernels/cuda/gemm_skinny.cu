@@ -3,8 +3,10 @@
 // step's GEMMs read every weight once for a handful of rows of x: the time is the weight
 // stream, so the kernel is built to keep HBM busy rather than the tensor cores.
 //  - Each warp owns kRowsPerWarp consecutive output rows; its lanes walk the columns in
-//    16-byte vectors (8 bf16), kUnroll vectors per row in flight per lane, loaded with the
-//    streaming hint (the weights are read once per step and should not evict x from L1).
+//    16-byte vectors (8 bf16), Unroll(tokens) vectors per row in flight per lane (4 for one or
+//    two tokens, where the registers allow it and batch-1 decode needs every byte in flight;
+//    2 above), loaded with the streaming hint (the weights are read once per step and should
+//    not evict x from L1).
 //  - x (a few KB) is read through the read-only cache; each vector of it serves every row of
 //    the warp, which keeps the L1 traffic of x at tokens / kRowsPerWarp times that of w.
 //  - fp32 products summed per lane, then across the warp by xor shuffles: a fixed order, so
@@ -24,7 +26,7 @@ namespace {
 
 constexpr int kWarps = 4;  // per block
 constexpr int kRowsPerWarp = 4;
-constexpr int kUnroll = 2;
+__host__ __device__ constexpr int Unroll(int tokens) { return tokens <= 2 ? 4 : 2; }
 constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;
 
 // The eight bf16 values of a 16-byte vector as fp32 (exact).
@@ -65,6 +67,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int t = 0; t < kTokens; ++t) acc[r][t] = 0.0f;
   }
 
+  constexpr int kUnroll = Unroll(kTokens);
   for (int64_t v0 = lane; v0 < vecs; v0 += 32 * kUnroll) {
     uint4 wt[kUnroll][kRowsPerWarp];
 #pragma unroll

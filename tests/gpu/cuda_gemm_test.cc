@@ -98,8 +98,11 @@ const std::vector<GemmCase>& GemmCases() {
       {"nan_in_x_row", 6, 40, 64, GemmOutput::kBf16, false, GemmPoison::kNanInX},
       {"inf_in_w_row_f32", 6, 40, 64, GemmOutput::kF32, false, GemmPoison::kInfInW},
       // The small-batch kernel's edges: rows not a multiple of its 16 rows per block (a
-      // block's and a warp's last rows past the end), columns not a multiple of its 512 per
-      // loop step (lanes without a vector), one vector per row, every token count 1..8.
+      // block's and a warp's last rows past the end), columns not a multiple of a loop step
+      // (1024 columns for 1-2 tokens, 512 above: lanes without a vector), one vector per row,
+      // every token count 1..8.
+      {"1tok_tail_both_23x1048", 1, 23, 1048},
+      {"1tok_tail_cols_7x2056_f32", 1, 7, 2056, GemmOutput::kF32},
       {"2tok_tail_rows_37x200", 2, 37, 200},
       {"3tok_one_vector_per_row_19x8_f32", 3, 19, 8, GemmOutput::kF32},
       {"4tok_tail_cols_70x1032", 4, 70, 1032},
