@@ -20,11 +20,9 @@
 //     uploaded again: the compute has no switch for graphs): decode at batch 1 and 64, whose
 //     greedy tokens must equal the graph run's (a decode step computes the same bits either
 //     way, see cuda_rank_compute.cc);
-//  5. per-op device time of one step (an event after every op) for decode batch 1 and 64 and
-//     the 2048-token prefill, through this file's Runner, which chains kernels/cuda's ops as
-//     CudaRankCompute::EnqueueStep does (same shapes, same decode split choice), on weights
-//     filled on the device: where the time of a step goes. Runner is the only copy of the
-//     chain here, kept for this breakdown alone;
+//  5. per-op device time of one step (an event after every op, through
+//     CudaComputeOptions::after_op of the graphs-off compute) for decode batch 1 and 64 and
+//     the 2048-token prefill: where the time of a step goes;
 //  6. device memory of the compute: weights, KV cache, the rest;
 //  7. prefill attention alone (bench/gpu/attention_kernels.cc): one layer of a 2048-token
 //     causal prompt through the tensor-core kernel and the CUDA-core kernel, in TFLOP/s;
@@ -146,351 +144,64 @@ ModelConfig BenchConfig(bool tiny, int layers) {
   return c;
 }
 
-// The sizes Runner works with, from the one ModelConfig.
-struct Arch {
-  int64_t layers, hidden, q_heads, kv_heads, head_dim, inter, vocab, max_pos, window;
-  float eps;
-  double rope_theta;
-  int64_t qkv_rows() const { return (q_heads + 2 * kv_heads) * head_dim; }
-};
-Arch ArchOf(const ModelConfig& c) {
-  return {c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
-          c.intermediate_size, c.vocab_size, c.max_position_embeddings, c.sliding_window,
-          c.rms_norm_eps, c.rope_theta};
-}
-
-struct DeviceLayer {
-  const uint16_t *qkv, *o, *gate_up, *down, *norm1, *norm2;
-};
-
-struct DeviceModel {
-  kc::DeviceBuffer buffer;
-  std::vector<DeviceLayer> layers;
-  const uint16_t *embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
-};
-
-// Runner's weights: one allocation filled with random bf16 on the device (matrices uniform
-// with scale sqrt(3 / cols), norms uniform in +-1.25: any finite values do for timing).
-DeviceModel MakeDeviceModel(const Arch& a, cudaStream_t stream) {
-  struct Piece {
-    const uint16_t** dst;
-    int64_t elems;
-    float scale;
-  };
-  DeviceModel m;
-  m.layers.resize(a.layers);
-  std::vector<Piece> pieces;
-  auto mat = [&](const uint16_t** dst, int64_t rows, int64_t cols) {
-    pieces.push_back({dst, rows * cols, std::sqrt(3.0f / static_cast<float>(cols))});
-  };
-  mat(&m.embed, a.vocab, a.hidden);
-  for (DeviceLayer& l : m.layers) {
-    mat(&l.qkv, a.qkv_rows(), a.hidden);
-    mat(&l.o, a.hidden, a.q_heads * a.head_dim);
-    mat(&l.gate_up, 2 * a.inter, a.hidden);
-    mat(&l.down, a.hidden, a.inter);
-    pieces.push_back({&l.norm1, a.hidden, 1.25f});
-    pieces.push_back({&l.norm2, a.hidden, 1.25f});
-  }
-  pieces.push_back({&m.final_norm, a.hidden, 1.25f});
-  mat(&m.lm_head, a.vocab, a.hidden);
-  int64_t total = 0;
-  for (const Piece& p : pieces) total += (p.elems + 127) / 128 * 128;  // 256-byte aligned
-  m.buffer = Take(kc::DeviceBuffer::Allocate(total * 2), "weights");
-  uint16_t* next = m.buffer.as<uint16_t>();
-  uint64_t seed = 1;
-  for (const Piece& p : pieces) {
-    *p.dst = next;
-    CheckCuda(static_cast<cudaError_t>(
-                  FillRandomBf16(next, static_cast<size_t>(p.elems), seed++, p.scale, stream)),
-              "fill weights");
-    next += (p.elems + 127) / 128 * 128;
-  }
-  return m;
-}
-
 // ---------------------------------- per-op breakdown ----------------------------------
-// One batch shape: its sequences, tokens and the host-side metadata, uploaded.
-struct Batch {
-  std::string name;
-  bool decode = false;
-  int64_t tokens = 0, num_seqs = 0, context = 0;  // context: keys per sequence incl. new
-  int64_t logits_rows = 0;                        // decode: every row; prefill: the last
-};
-
-// The decoder chain of CudaRankCompute::EnqueueStep, op by op, with an event after each.
-class Runner {
- public:
-  Runner(const Arch& a, cudaStream_t stream, kc::GemmHandle* gemm, const DeviceModel* model)
-      : a_(a), stream_(stream), gemm_(gemm), model_(model) {}
-  ~Runner() {
-    for (cudaEvent_t e : event_pool_) (void)cudaEventDestroy(e);
-  }
-  Runner(const Runner&) = delete;
-  Runner& operator=(const Runner&) = delete;
-
-  // Allocates the KV cache for `max_blocks` blocks per layer and scratch for `max_tokens`.
-  void Allocate(int64_t max_blocks, int64_t max_tokens, int64_t max_seqs) {
-    max_blocks_ = max_blocks;
-    const int64_t per_cache = max_blocks * kBlockSize * a_.kv_heads * a_.head_dim;
-    kv_ = Take(kc::DeviceBuffer::Allocate(per_cache * 2 * 2 * a_.layers), "KV cache");
-    for (int64_t i = 0; i < per_cache * 2 * a_.layers; i += int64_t{1} << 30) {
-      const int64_t n = std::min<int64_t>(int64_t{1} << 30, per_cache * 2 * a_.layers - i);
-      CheckCuda(static_cast<cudaError_t>(FillRandomBf16(kv_.as<uint16_t>() + i,
-                                                        static_cast<size_t>(n), 1000 + i, 1.0f,
-                                                        stream_)),
-                "fill KV cache");
-    }
-    const int64_t t = max_tokens;
-    auto alloc = [&](int64_t bytes, const char* what) {
-      return Take(kc::DeviceBuffer::Allocate(static_cast<size_t>(bytes)), what);
-    };
-    residual_ = alloc(t * a_.hidden * 4, "residual");
-    normed_ = alloc(t * a_.hidden * 2, "normed");
-    qkv_ = alloc(t * a_.qkv_rows() * 2, "qkv");
-    attn_ = alloc(t * a_.q_heads * a_.head_dim * 2, "attn");
-    o_out_ = alloc(t * a_.hidden * 2, "o_out");
-    gate_up_ = alloc(t * 2 * a_.inter * 2, "gate_up");
-    act_ = alloc(t * a_.inter * 2, "act");
-    down_ = alloc(t * a_.hidden * 2, "down");
-    logits_ = alloc(std::max(max_seqs, int64_t{1}) * a_.vocab * 4, "logits");
-    ids_ = alloc(t * 4, "ids");
-    positions_ = alloc(t * 4, "positions");
-    slots_ = alloc(t * 8, "slots");
-    seqs_ = alloc(max_seqs * static_cast<int64_t>(sizeof(kc::AttentionSeq)), "seqs");
-    tables_ = alloc(max_blocks * 4, "block tables");
-    workspace_bytes_ = kc::DecodeAttentionWorkspaceBytes(max_seqs, a_.q_heads, a_.head_dim,
-                                                         kc::kMaxDecodeSplits);
-    workspace_ = alloc(workspace_bytes_, "decode workspace");
-    std::vector<float> cos(a_.max_pos * a_.head_dim / 2), sin(cos.size());
-    kernels::BuildRopeTable(a_.rope_theta, a_.head_dim, a_.max_pos, cos.data(), sin.data());
-    cos_ = alloc(cos.size() * 4, "rope cos");
-    sin_ = alloc(sin.size() * 4, "rope sin");
-    Check(cos_.CopyFromHost(cos.data(), cos.size() * 4), "upload rope cos");
-    Check(sin_.CopyFromHost(sin.data(), sin.size() * 4), "upload rope sin");
-  }
-
-  // Uploads the metadata of `b`: sequences over shuffled blocks, ids, positions, slots.
-  void Prepare(const Batch& b) {
-    CheckCuda(cudaStreamSynchronize(stream_), "sync before upload");
-    batch_ = b;
-    std::mt19937 rng(42);
-    const int64_t blocks_per_seq = (b.context + kBlockSize - 1) / kBlockSize;
-    if (blocks_per_seq * b.num_seqs > max_blocks_) Die("KV cache too small for " + b.name);
-    std::vector<int32_t> table(max_blocks_);
-    for (int64_t i = 0; i < max_blocks_; ++i) table[i] = static_cast<int32_t>(i);
-    std::shuffle(table.begin(), table.end(), rng);
-    std::vector<kc::AttentionSeq> seqs(b.num_seqs);
-    std::vector<int32_t> ids(b.tokens), positions(b.tokens);
-    std::vector<int64_t> slots(b.tokens);
-    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(a_.vocab - 1));
-    const int64_t new_per_seq = b.tokens / b.num_seqs;
-    for (int64_t s = 0; s < b.num_seqs; ++s) {
-      const int64_t start = b.context - new_per_seq;
-      seqs[s] = {s * new_per_seq, new_per_seq, start, tables_.as<int32_t>() + s * blocks_per_seq,
-                 blocks_per_seq};
-      for (int64_t i = 0; i < new_per_seq; ++i) {
-        const int64_t t = s * new_per_seq + i, pos = start + i;
-        ids[t] = pick(rng);
-        positions[t] = static_cast<int32_t>(pos);
-        slots[t] = int64_t{table[s * blocks_per_seq + pos / kBlockSize]} * kBlockSize +
-                   pos % kBlockSize;
-      }
-    }
-    Check(tables_.CopyFromHost(table.data(), table.size() * 4), "upload tables");
-    Check(seqs_.CopyFromHost(seqs.data(), seqs.size() * sizeof(kc::AttentionSeq)), "upload seqs");
-    Check(ids_.CopyFromHost(ids.data(), ids.size() * 4), "upload ids");
-    Check(positions_.CopyFromHost(positions.data(), positions.size() * 4), "upload positions");
-    Check(slots_.CopyFromHost(slots.data(), slots.size() * 8), "upload slots");
-  }
-
-  // Enqueues one step of the current batch. With `events`, records an event after every op
-  // and its category, for the per-op breakdown.
-  void Step(std::vector<std::pair<const char*, cudaEvent_t>>* events = nullptr) {
-    const Batch& b = batch_;
-    const kc::Stream s{stream_};
-    size_t next_event = 0;
-    auto mark = [&](const char* what) {
-      if (events == nullptr) return;
-      if (next_event >= event_pool_.size()) {
-        cudaEvent_t e;
-        CheckCuda(cudaEventCreate(&e), "cudaEventCreate");
-        event_pool_.push_back(e);
-      }
-      cudaEvent_t e = event_pool_[next_event++];
-      CheckCuda(cudaEventRecord(e, stream_), "cudaEventRecord");
-      events->push_back({what, e});
-    };
-    mark("start");
-    const int64_t T = b.tokens, H = a_.hidden, D = a_.head_dim;
-    Check(kc::Embedding({ids_.as<int32_t>(), model_->embed, residual_.as<float>(), T, a_.vocab, H},
-                        s),
-          "Embedding");
-    mark("embedding");
-    for (int64_t l = 0; l < a_.layers; ++l) {
-      const DeviceLayer& w = model_->layers[l];
-      const uint16_t* delta = l == 0 ? nullptr : down_.as<uint16_t>();
-      Check(kc::AddRmsNorm({residual_.as<float>(), delta, w.norm1, normed_.as<uint16_t>(), T, H,
-                            a_.eps},
-                           s),
-            "AddRmsNorm 1");
-      mark("norms");
-      Gemm(normed_.as<uint16_t>(), w.qkv, qkv_.data(), T, a_.qkv_rows(), H, "qkv GEMM");
-      mark("qkv GEMM");
-      kc::RopeParams rope;
-      rope.x = qkv_.as<uint16_t>();
-      rope.tokens = T;
-      rope.heads = a_.q_heads + a_.kv_heads;
-      rope.head_dim = D;
-      rope.token_stride = a_.qkv_rows();
-      rope.positions = positions_.as<int32_t>();
-      rope.cos = cos_.as<float>();
-      rope.sin = sin_.as<float>();
-      rope.max_positions = a_.max_pos;
-      const kc::PagedKvCache cache = Cache(l);
-      kc::WriteKvCacheParams kv;
-      kv.k = qkv_.as<uint16_t>() + a_.q_heads * D;
-      kv.v = kv.k + a_.kv_heads * D;
-      kv.k_token_stride = kv.v_token_stride = a_.qkv_rows();
-      kv.tokens = T;
-      kv.slots = slots_.as<int64_t>();
-      kv.cache = cache;
-      Check(kc::ApplyRopeAndWriteKvCache(rope, kv, s), "ApplyRopeAndWriteKvCache");
-      mark("rope + kv write");
-      kc::PagedAttentionParams at;
-      at.q = qkv_.as<uint16_t>();
-      at.q_token_stride = a_.qkv_rows();
-      at.out = attn_.as<uint16_t>();
-      at.tokens = T;
-      at.q_heads = a_.q_heads;
-      at.scale = 1.0f / std::sqrt(static_cast<float>(D));
-      at.sliding_window = a_.window;
-      at.cache = cache;
-      at.seqs = seqs_.as<kc::AttentionSeq>();
-      at.num_seqs = b.num_seqs;
-      if (b.decode) {
-        kc::DecodeAttentionParams dp;
-        dp.attn = at;
-        // As CudaRankCompute: the split count follows from the longest possible context (so
-        // that one captured graph serves every later context), not from this step's.
-        dp.max_context = a_.max_pos;
-        dp.workspace = workspace_.data();
-        dp.workspace_bytes = workspace_bytes_;
-        Check(kc::PagedDecodeAttention(dp, s), "PagedDecodeAttention");
-      } else {
-        at.max_seq_tokens = T / b.num_seqs;
-        Check(kc::PagedPrefillAttention(at, s), "PagedPrefillAttention");
-      }
-      mark("attention");
-      Gemm(attn_.as<uint16_t>(), w.o, o_out_.data(), T, H, a_.q_heads * D, "o GEMM");
-      mark("o GEMM");
-      Check(kc::AddRmsNorm({residual_.as<float>(), o_out_.as<uint16_t>(), w.norm2,
-                            normed_.as<uint16_t>(), T, H, a_.eps},
-                           s),
-            "AddRmsNorm 2");
-      mark("norms");
-      Gemm(normed_.as<uint16_t>(), w.gate_up, gate_up_.data(), T, 2 * a_.inter, H,
-           "gate_up GEMM");
-      mark("gate_up GEMM");
-      Check(kc::SwiGlu({gate_up_.as<uint16_t>(), act_.as<uint16_t>(), T, a_.inter}, s), "SwiGlu");
-      mark("swiglu");
-      Gemm(act_.as<uint16_t>(), w.down, down_.data(), T, H, a_.inter, "down GEMM");
-      mark("down GEMM");
-    }
-    Check(kc::AddRmsNorm({residual_.as<float>(), down_.as<uint16_t>(), model_->final_norm,
-                          normed_.as<uint16_t>(), T, H, a_.eps},
-                         s),
-          "final AddRmsNorm");
-    mark("norms");
-    kc::GemmParams g;
-    g.x = normed_.as<uint16_t>() + (T - b.logits_rows) * H;
-    g.w = model_->lm_head;
-    g.y = logits_.data();
-    g.output = kc::GemmOutput::kF32;
-    g.tokens = b.logits_rows;
-    g.rows = a_.vocab;
-    g.cols = H;
-    Check(gemm_->Gemm(g, s), "logits GEMM");
-    mark("logits GEMM");
-  }
-
-  std::vector<float> Logits() {
-    CheckCuda(cudaStreamSynchronize(stream_), "sync for logits");
-    std::vector<float> v(batch_.logits_rows * a_.vocab);
-    Check(logits_.CopyToHost(v.data(), v.size() * 4), "download logits");
-    return v;
-  }
-
- private:
-  void Gemm(const uint16_t* x, const uint16_t* w, void* y, int64_t tokens, int64_t rows,
-            int64_t cols, const char* what) {
-    Check(gemm_->Gemm({x, w, y, kc::GemmOutput::kBf16, tokens, rows, cols}, kc::Stream{stream_}),
-          what);
-  }
-  kc::PagedKvCache Cache(int64_t layer) {
-    const int64_t per_cache = max_blocks_ * kBlockSize * a_.kv_heads * a_.head_dim;
-    uint16_t* k = kv_.as<uint16_t>() + 2 * layer * per_cache;
-    return {k, k + per_cache, max_blocks_, kBlockSize, a_.kv_heads, a_.head_dim};
-  }
-
-  const Arch a_;
-  cudaStream_t stream_;
-  kc::GemmHandle* gemm_;
-  const DeviceModel* model_;
-  Batch batch_;
-  int64_t max_blocks_ = 0, workspace_bytes_ = 0;
-  kc::DeviceBuffer kv_, residual_, normed_, qkv_, attn_, o_out_, gate_up_, act_, down_, logits_;
-  kc::DeviceBuffer ids_, positions_, slots_, seqs_, tables_, workspace_, cos_, sin_;
-  std::vector<cudaEvent_t> event_pool_;
-};
-
-// Ops of the breakdown table, in chain order.
-constexpr const char* kOps[] = {"embedding",    "norms",  "qkv GEMM",  "rope + kv write",
-                                "attention",    "o GEMM", "gate_up GEMM", "swiglu",
-                                "down GEMM",    "logits GEMM"};
+// Ops of the breakdown table, in chain order (CudaComputeOptions::after_op's categories).
+constexpr const char* kOps[] = {"embedding",    "norms",       "qkv GEMM",      "rope + kv write",
+                                "attention",    "o GEMM",      "gate_up GEMM",  "swiglu",
+                                "down GEMM",    "logits rows", "logits GEMM",   "sampling"};
 
 struct Breakdown {
   std::string name;
   std::map<std::string, double> ms;  // by op
 };
 
-// One instrumented step of each shape (after one plain step to warm up the GEMM plans).
-std::vector<Breakdown> MeasureBreakdown(const ModelConfig& config, cudaStream_t stream,
-                                        kc::GemmHandle* gemm,
-                                        const std::vector<StepShape>& shapes) {
-  const Arch a = ArchOf(config);
-  const DeviceModel model = MakeDeviceModel(a, stream);
-  int64_t max_blocks = 0, max_tokens = 0, max_seqs = 0;
-  for (const StepShape& s : shapes) {
-    max_blocks = std::max(max_blocks, s.blocks(kBlockSize));
-    max_tokens = std::max(max_tokens, s.tokens());
-    max_seqs = std::max(max_seqs, s.num_seqs);
+// CudaComputeOptions::after_op for the breakdown: while `recording`, an event after every op
+// on the compute's stream (events pooled across steps).
+class OpRecorder {
+ public:
+  OpRecorder() = default;
+  OpRecorder(const OpRecorder&) = delete;
+  OpRecorder& operator=(const OpRecorder&) = delete;
+  ~OpRecorder() {
+    for (cudaEvent_t e : pool_) (void)cudaEventDestroy(e);
   }
-  Runner runner(a, stream, gemm, &model);
-  runner.Allocate(max_blocks + 16, max_tokens, max_seqs);
-  std::vector<Breakdown> out;
-  for (const StepShape& s : shapes) {
-    Batch b{Describe(s), s.decode(), s.tokens(), s.num_seqs, s.context(),
-            s.decode() ? s.num_seqs : 1};
-    runner.Prepare(b);
-    runner.Step();
-    std::vector<std::pair<const char*, cudaEvent_t>> events;
-    runner.Step(&events);
-    CheckCuda(cudaStreamSynchronize(stream), "breakdown");
-    Breakdown r{b.name, {}};
-    for (size_t i = 1; i < events.size(); ++i) {
+
+  void AfterOp(const char* op, void* stream) {
+    if (!recording_) return;
+    if (events_.size() == pool_.size()) {
+      cudaEvent_t e;
+      CheckCuda(cudaEventCreate(&e), "cudaEventCreate");
+      pool_.push_back(e);
+    }
+    cudaEvent_t e = pool_[events_.size()];
+    CheckCuda(cudaEventRecord(e, static_cast<cudaStream_t>(stream)), "cudaEventRecord");
+    events_.push_back({op, e});
+  }
+
+  // Records the ops of whatever `run` makes the compute do (synchronous calls: the events
+  // have completed when it returns) and returns each op's device time, an op's time being
+  // that since the previous event of the same run of ops (a "start" begins a run).
+  template <typename Run>
+  std::map<std::string, double> Record(Run run) {
+    events_.clear();
+    recording_ = true;
+    run();
+    recording_ = false;
+    std::map<std::string, double> ms;
+    for (size_t i = 1; i < events_.size(); ++i) {
+      if (std::string_view(events_[i].first) == "start") continue;
       float t = 0;
-      CheckCuda(cudaEventElapsedTime(&t, events[i - 1].second, events[i].second), "elapsed");
-      r.ms[events[i].first] += t;
+      CheckCuda(cudaEventElapsedTime(&t, events_[i - 1].second, events_[i].second), "elapsed");
+      ms[events_[i].first] += t;
     }
-    const std::vector<float> logits = runner.Logits();
-    if (std::any_of(logits.begin(), logits.end(), [](float f) { return !std::isfinite(f); })) {
-      Die("per-op breakdown, " + b.name + ": logits are not finite");
-    }
-    out.push_back(std::move(r));
+    return ms;
   }
-  return out;
-}
+
+ private:
+  bool recording_ = false;
+  std::vector<cudaEvent_t> pool_;
+  std::vector<std::pair<const char*, cudaEvent_t>> events_;
+};
 
 // ---------------------------------- timing ----------------------------------
 
@@ -532,12 +243,16 @@ struct Compute {
   double create_s = 0.0;
 };
 
+// With `recorder`, the compute reports its ops to it (CudaComputeOptions::after_op).
 Compute Create(const ModelConfig& config, const Layout& layout, const ShardWeights& weights,
-               bool graphs) {
+               bool graphs, OpRecorder* recorder = nullptr) {
   CudaComputeOptions options;
   options.device = 0;
   options.memory_fraction = 0.9;
   options.graphs = graphs;
+  if (recorder != nullptr) {
+    options.after_op = [recorder](const char* op, void* stream) { recorder->AfterOp(op, stream); };
+  }
   const auto t0 = std::chrono::steady_clock::now();
   Compute c;
   c.compute = Take(CreateCudaRankCompute(config, layout, weights, nullptr, options),
@@ -721,12 +436,16 @@ int Main(int argc, char** argv) {
   const double graph_create_s = with_graphs.create_s;
   with_graphs = Compute();  // frees the device for the second copy
 
-  // 4. Graphs off: a second compute (and upload).
+  // 4. Graphs off: a second compute (and upload), which also reports its ops for the per-op
+  //    breakdown (5).
   const std::vector<StepShape> eager_decodes = {decodes[0], decodes[2]};
+  const std::vector<StepShape> breakdown_shapes = {decodes[0], decodes[2], prefills[1]};
   double eager_create_s = 0.0;
+  std::vector<Breakdown> breakdowns;
   {
-    const int64_t eager_blocks = MaxBlocks(eager_decodes);
-    Compute eager = Create(config, layout, *weights, /*graphs=*/false);
+    const int64_t eager_blocks = std::max(MaxBlocks(eager_decodes), MaxBlocks(breakdown_shapes));
+    OpRecorder recorder;
+    Compute eager = Create(config, layout, *weights, /*graphs=*/false, &recorder);
     eager_create_s = eager.create_s;
     Progress("CreateCudaRankCompute (graphs off): %.1f s", eager.create_s);
     Check(eager.compute->AllocateKvCache(eager_blocks, kBlockSize), "AllocateKvCache (no graphs)");
@@ -739,15 +458,18 @@ int Main(int argc, char** argv) {
                                         ": greedy tokens with graphs off differ from graphs on"));
       }
     }
+    // 5. Per-op breakdown: one recorded step of each shape, after one that warms it up.
+    for (const StepShape& shape : breakdown ? breakdown_shapes : std::vector<StepShape>{}) {
+      auto step = [&] {
+        Take(TimeSteps(*eager.compute, shape, config.vocab_size, kBlockSize, pool, 0, 1),
+             "breakdown step");
+      };
+      step();
+      breakdowns.push_back({Describe(shape), recorder.Record(step)});
+    }
+    if (breakdown) Progress("per-op breakdown measured");
   }
   weights.reset();
-
-  // 5. Per-op breakdown.
-  std::vector<Breakdown> breakdowns;
-  if (breakdown) {
-    breakdowns = MeasureBreakdown(config, stream, &gemm, {decodes[0], decodes[2], prefills[1]});
-    Progress("per-op breakdown measured");
-  }
   // 6. Prefill attention alone: the tensor-core kernel against the CUDA-core one.
   const AttentionKernelTimes attention =
       TimePrefillAttentionKernels(config, tiny ? 256 : 2048, stream);
@@ -829,8 +551,8 @@ int Main(int argc, char** argv) {
       threads, graph_create_s, eager_create_s);
 
   if (!breakdowns.empty()) {
-    std::printf("\n### per-op device time of one step, ms (Runner: the same op chain, an event "
-                "after every op; eager)\n\n| op |");
+    std::printf("\n### per-op device time of one step, ms (CudaRankCompute without graphs, an "
+                "event after every op; Forward, then Sample)\n\n| op |");
     for (const Breakdown& b : breakdowns) std::printf(" %s |", b.name.c_str());
     std::printf("\n|---|");
     for (size_t i = 0; i < breakdowns.size(); ++i) std::printf("---:|");

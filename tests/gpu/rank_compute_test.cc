@@ -292,6 +292,57 @@ TEST(CudaRankComputeGpu, GraphsOnAndOffAreBitIdentical) {
   EXPECT_EQ(s_off.eager_steps, static_cast<int64_t>(plan.size()));
 }
 
+// CudaComputeOptions::after_op: every op of an eager step, in chain order after a "start";
+// nothing from a capture or a replay.
+TEST(CudaRankComputeGpu, AfterOpReportsTheOpsOfEagerStepsOnly) {
+  const ModelConfig c = TinyConfig(24);
+  const Layout l = LayoutOf(c, 1, 1, 0);
+  std::vector<std::string> ops;
+  std::unique_ptr<RankCompute> cuda = Cuda(c, l, true, [&](const char* op, void* stream) {
+    EXPECT_NE(stream, nullptr);
+    ops.push_back(op);
+  });
+  ASSERT_TRUE(cuda);
+  auto count = [&](const char* op) { return std::count(ops.begin(), ops.end(), op); };
+  Batch batch({37, 5, 64}, 12, c.vocab_size, 3);
+  const HostStep prefill(batch, {0, 1, 2});
+  ASSERT_OK(cuda->Forward(prefill.rows(), nullptr, nullptr));
+  ASSERT_FALSE(ops.empty());
+  EXPECT_EQ(ops.front(), "start");
+  EXPECT_EQ(count("start"), 1);
+  EXPECT_EQ(count("embedding"), 1);
+  for (const char* op : {"qkv GEMM", "rope + kv write", "attention", "o GEMM", "gate_up GEMM",
+                         "swiglu", "down GEMM"}) {
+    EXPECT_EQ(count(op), c.num_layers) << op;
+  }
+  EXPECT_EQ(count("norms"), 2 * c.num_layers + 1);  // two per layer, then the final norm
+  EXPECT_EQ(count("all-reduce"), 0);                // no tensor group
+  ops.clear();
+  std::vector<float> logits;
+  ASSERT_OK(Logits(*cuda, prefill.last_rows, &logits));  // not consecutive rows: gathered
+  EXPECT_EQ(ops, (std::vector<std::string>{"start", "logits rows", "logits GEMM"}));
+
+  // Decode at bucket 4: the first step is eager (reported; its capture is not), the next two
+  // replay the graph and report nothing.
+  auto advance_greedily = [&] {
+    std::vector<int32_t> next;
+    for (int64_t k = 0; k < 3; ++k) {
+      next.push_back(TopOf(logits.data() + k * c.vocab_size, c.vocab_size).token);
+    }
+    Advance(batch, {0, 1, 2}, next);
+  };
+  advance_greedily();
+  for (int step = 0; step < 3; ++step) {
+    const HostStep hs(batch, {0, 1, 2});
+    ops.clear();
+    ASSERT_OK(cuda->Forward(hs.rows(), nullptr, nullptr));
+    EXPECT_EQ(count("attention"), step == 0 ? c.num_layers : 0) << "decode step " << step;
+    ASSERT_OK(Logits(*cuda, hs.last_rows, &logits));
+    advance_greedily();
+  }
+  EXPECT_EQ(StatsOf(*cuda).graph_launches, 2);
+}
+
 // ------------------------------- 5. host-only checks -------------------------------
 
 absl::Status CreateWith(const ModelConfig& c, int tp, DeviceCommunicator* group = nullptr) {

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -177,10 +178,12 @@ inline std::unique_ptr<RankCompute> Cpu(const ModelConfig& c, const Layout& l) {
   return std::move(r).value();
 }
 
-inline std::unique_ptr<RankCompute> Cuda(const ModelConfig& c, const Layout& l,
-                                         bool graphs = true) {
+inline std::unique_ptr<RankCompute> Cuda(
+    const ModelConfig& c, const Layout& l, bool graphs = true,
+    std::function<void(const char* op, void* stream)> after_op = {}) {
   CudaComputeOptions o;
   o.graphs = graphs;
+  o.after_op = std::move(after_op);
   o.max_step_tokens = 128;  // the prefill below (106 rows) fits; decode buckets too
   absl::StatusOr<std::unique_ptr<RankCompute>> r =
       CreateCudaRankCompute(c, l, MakeShardWeights(c, l), nullptr, o);

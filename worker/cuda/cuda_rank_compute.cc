@@ -173,6 +173,10 @@ class CudaRankComputeImpl final : public CudaRankCompute {
     return Prefixed(kc::SetDevice(options_.device), absl::StrCat("CUDA device ", options_.device));
   }
   absl::Status Sync() { return kc::SynchronizeStream(stream()); }
+  // CudaComputeOptions::after_op, outside captures.
+  void AfterOp(const char* op) const {
+    if (options_.after_op && !capturing_) options_.after_op(op, stream().handle);
+  }
   // Asynchronous copies on the compute's stream (nothing for 0 bytes).
   absl::Status Upload(void* dst, const void* src, size_t bytes, absl::string_view what) {
     return Prefixed(kc::CopyHostToDeviceAsync(dst, src, bytes, stream()), what);
@@ -232,6 +236,7 @@ class CudaRankComputeImpl final : public CudaRankCompute {
   int64_t step_tokens_ = -1;  // rows of the last successful Forward; -1: none
   std::map<int64_t, kc::ExecutableGraph> graphs_;  // by padded decode batch
   std::set<int64_t> uncapturable_;                  // padded batches whose capture failed
+  bool capturing_ = false;                          // inside Capture
   CudaComputeStats stats_;
 
   // Pipeline links (ConnectStages); connected in neither direction where the hidden state
@@ -502,9 +507,11 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
   auto* normed = normed_.as<uint16_t>();
   auto* qkv = qkv_.as<uint16_t>();
   auto* delta = delta_.as<uint16_t>();
+  AfterOp("start");
   if (layout_.first_stage()) {
     RETURN_IF_ERROR(kc::Embedding(
         {ids_.as<int32_t>(), embedding_, residual, t, config_.vocab_size, h_}, s));
+    AfterOp("embedding");
   }
   for (int l = 0; l < static_cast<int>(layers_.size()); ++l) {
     const DeviceLayer& w = layers_[l];
@@ -512,7 +519,9 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
     // already added its last MLP output.
     RETURN_IF_ERROR(kc::AddRmsNorm(
         {residual, l == 0 ? nullptr : delta, w.input_norm, normed, t, h_, eps}, s));
+    AfterOp("norms");
     RETURN_IF_ERROR(gemm_.Gemm(GemmArgs(normed, w.qkv, qkv, t, qkv_rows_, h_), s));
+    AfterOp("qkv GEMM");
     kc::RopeParams rope;
     rope.x = qkv;  // q and k heads are adjacent in the fused row: one call rotates both
     rope.tokens = t;
@@ -532,6 +541,7 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
     kv.slots = slots_.as<int64_t>();
     kv.cache = cache;
     RETURN_IF_ERROR(kc::ApplyRopeAndWriteKvCache(rope, kv, s));
+    AfterOp("rope + kv write");
     kc::PagedAttentionParams at;
     at.q = qkv;
     at.q_token_stride = qkv_rows_;
@@ -555,22 +565,30 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
       at.max_seq_tokens = max_seq_tokens;
       RETURN_IF_ERROR(kc::PagedPrefillAttention(at, s));
     }
+    AfterOp("attention");
     RETURN_IF_ERROR(gemm_.Gemm(GemmArgs(attn_.data(), w.o, delta, t, h_, lq_ * d_), s));
+    AfterOp("o GEMM");
     if (tp_group_ != nullptr) {
       RETURN_IF_ERROR(Prefixed(
           tp_group_->AllReduceSum(delta, static_cast<size_t>(t * h_), DeviceDType::kBf16,
                                   s.handle),
           "all-reduce of the attention output"));
+      AfterOp("all-reduce");
     }
     RETURN_IF_ERROR(kc::AddRmsNorm({residual, delta, w.post_norm, normed, t, h_, eps}, s));
+    AfterOp("norms");
     RETURN_IF_ERROR(gemm_.Gemm(GemmArgs(normed, w.gate_up, gate_up_.data(), t, 2 * mlp_, h_), s));
+    AfterOp("gate_up GEMM");
     RETURN_IF_ERROR(kc::SwiGlu({gate_up_.as<uint16_t>(), act_.as<uint16_t>(), t, mlp_}, s));
+    AfterOp("swiglu");
     RETURN_IF_ERROR(gemm_.Gemm(GemmArgs(act_.data(), w.down, delta, t, h_, mlp_), s));
+    AfterOp("down GEMM");
     if (tp_group_ != nullptr) {
       RETURN_IF_ERROR(Prefixed(
           tp_group_->AllReduceSum(delta, static_cast<size_t>(t * h_), DeviceDType::kBf16,
                                   s.handle),
           "all-reduce of the MLP output"));
+      AfterOp("all-reduce");
     }
   }
   // The last MLP output joins the residual: the stage's output (what the next stage gets and
@@ -579,9 +597,11 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
   const uint16_t* last_delta = layers_.empty() ? nullptr : delta;
   if (layout_.last_stage()) {
     RETURN_IF_ERROR(kc::AddRmsNorm({residual, last_delta, final_norm_, normed, t, h_, eps}, s));
+    AfterOp("norms");
   } else if (last_delta != nullptr) {
     RETURN_IF_ERROR(kc::AddRmsNorm(
         {residual, last_delta, layers_.back().input_norm, normed, t, h_, eps}, s));
+    AfterOp("norms");
   }
   return absl::OkStatus();
 }
@@ -589,9 +609,11 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
 absl::Status CudaRankComputeImpl::Capture(int64_t rows) {
   // Thread-local capture mode (kc::CaptureGraph), then instantiation; the capture always ends,
   // even when enqueueing failed, so the stream stays usable.
+  capturing_ = true;
   absl::StatusOr<kc::ExecutableGraph> exec = kc::CaptureGraph(stream(), [&] {
     return EnqueueStep(rows, rows, /*decode=*/true, /*max_seq_tokens=*/1);
   });
+  capturing_ = false;
   if (!exec.ok()) {
     return Prefixed(exec.status(), absl::StrCat("capturing the decode step of ", rows,
                                                 " rows into a CUDA graph (graphs can be turned "
@@ -783,6 +805,7 @@ absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
   if (n == 0) return absl::OkStatus();
   RETURN_IF_ERROR(EnsureHead(n));
   const kc::Stream s = stream();
+  AfterOp("start");
   // normed_ holds every row's final norm (EnqueueStep); pick the rows.
   const uint16_t* x = normed_.as<uint16_t>() + (consecutive ? rows[0] * h_ : 0);
   if (!consecutive) {
@@ -798,12 +821,15 @@ absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
     gather.src_rows = step_tokens_;  // every index was checked against it above
     gather.dim = h_;
     RETURN_IF_ERROR(Prefixed(kc::GatherRows(gather, s), "gather logits rows"));
+    AfterOp("logits rows");
     x = head_in_.as<uint16_t>();
   }
   const int64_t vocab = config_.vocab_size;
   if (layout_.tp == 1) {
     kc::GemmParams g{x, lm_head_, logits_.data(), kc::GemmOutput::kF32, n, vocab, h_};
-    return gemm_.Gemm(g, s);
+    RETURN_IF_ERROR(gemm_.Gemm(g, s));
+    AfterOp("logits GEMM");
+    return absl::OkStatus();
   }
   // Each tensor rank holds a vocab shard; shards are padded to one size for the gather, then
   // the full rows are reassembled from the gathered [tp, n, shard] blocks.
@@ -812,6 +838,7 @@ absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
   if (vocab_local_ > 0) {
     void* y = vocab_local_ == shard ? padded_.data() : shard_logits_.data();
     RETURN_IF_ERROR(gemm_.Gemm({x, lm_head_, y, kc::GemmOutput::kF32, n, vocab_local_, h_}, s));
+    AfterOp("logits GEMM");
   }
   if (vocab_local_ != shard) {
     RETURN_IF_ERROR(Prefixed(kc::MemsetAsync(padded, 0, n * shard * 4, s), "pad logits"));
@@ -834,6 +861,7 @@ absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
                                       count * 4, n, s),
         "reassemble logits"));
   }
+  AfterOp("logits gather");
   return absl::OkStatus();
 }
 
@@ -905,6 +933,7 @@ absl::Status CudaRankComputeImpl::Sample(std::span<const SampleRow> rows,
   p.top_ids = top_ids_.as<int32_t>();
   p.top_logprobs = top_logprobs_.as<float>();
   RETURN_IF_ERROR(kc::SampleTokens(p, stream()));
+  AfterOp("sampling");
   std::vector<int32_t> tokens(n), top_ids(n * top_n);
   std::vector<float> token_logprobs(n), top_logprobs(n * top_n);
   RETURN_IF_ERROR(Download(tokens.data(), p.tokens, n * 4, "download sampled tokens"));

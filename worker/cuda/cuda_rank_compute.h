@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -32,6 +33,14 @@ struct CudaComputeOptions {
   bool graphs = true;              // capture decode steps into CUDA graphs per batch bucket
   int64_t max_step_tokens = 4096;  // scratch reserved for this many rows per step at creation
                                    // (grown on demand beyond, dropping captured graphs); >= 1
+  // For profilers (bench/gpu's per-op breakdown): when set, called on the calling thread right
+  // after each op is enqueued, with its category ("embedding", "norms", "qkv GEMM",
+  // "rope + kv write", "attention", "o GEMM", "all-reduce", "gate_up GEMM", "swiglu",
+  // "down GEMM"; Logits/Sample: "logits rows", "logits GEMM", "logits gather", "sampling") and
+  // the compute's stream (a cudaStream_t), where an event recorded measures the op. "start"
+  // comes first in each run of ops. Never called while a graph is captured; a replayed step
+  // makes no calls.
+  std::function<void(const char* op, void* stream)> after_op;
 };
 
 // Counters of a CudaRankCompute's Forward calls (for tests and logs).
