@@ -15,6 +15,13 @@
 
 namespace tpserve::kernels::cuda::internal {
 
+// The grid of both prefill kernels: one block per (tile of `block_m` query rows, query head,
+// sequence), the tiles covering the longest sequence.
+inline dim3 PrefillGrid(int64_t max_seq_tokens, int block_m, int64_t q_heads, int64_t num_seqs) {
+  return dim3(static_cast<unsigned>((max_seq_tokens + block_m - 1) / block_m),
+              static_cast<unsigned>(q_heads), static_cast<unsigned>(num_seqs));
+}
+
 // Positions at or past this are refused, so that position arithmetic fits in int32.
 constexpr int64_t kMaxAttentionPosition = int64_t{1} << 30;
 

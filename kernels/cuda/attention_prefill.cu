@@ -318,17 +318,13 @@ int Launch(const PrefillArgs& args, int64_t max_seq_tokens, int64_t num_seqs,
   using S = PrefillSmem<D>;
   // More than 48 KB of dynamic shared memory needs an opt-in; it is per function and cheap,
   // so it is set on every launch (also right for every device of a multi-GPU process).
-  cudaError_t err = cudaFuncSetAttribute(PrefillAttentionKernel<D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(S::kBytes));
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // returned here: not again by the next op's launch check
-    return static_cast<int>(err);
-  }
-  const int64_t tiles = (max_seq_tokens + kBlockM - 1) / kBlockM;
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(args.q_heads),
-                  static_cast<unsigned>(num_seqs));
-  PrefillAttentionKernel<D><<<grid, kThreads, S::kBytes, stream>>>(args);
+  const cudaError_t err = SetKernelAttribute(PrefillAttentionKernel<D>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(S::kBytes));
+  if (err != cudaSuccess) return static_cast<int>(err);
+  PrefillAttentionKernel<D>
+      <<<PrefillGrid(max_seq_tokens, kBlockM, args.q_heads, num_seqs), kThreads, S::kBytes,
+         stream>>>(args);
   return static_cast<int>(cudaGetLastError());
 }
 

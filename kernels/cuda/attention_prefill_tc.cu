@@ -547,24 +547,18 @@ int LaunchTc(const TcArgs& args, int64_t max_seq_tokens, int64_t num_seqs, cudaS
   // More than 48 KB of dynamic shared memory needs an opt-in (per function, cheap: set on every
   // launch, which is also right for every device of a multi-GPU process). The carveout asks
   // for the largest shared-memory split so that two blocks fit on an SM.
-  cudaError_t err = cudaFuncSetAttribute(PrefillAttentionTcKernel<D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(S::kBytes));
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // returned here: not again by the next op's launch check
-    return static_cast<int>(err);
-  }
-  err = cudaFuncSetAttribute(PrefillAttentionTcKernel<D>,
+  cudaError_t err = SetKernelAttribute(PrefillAttentionTcKernel<D>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(S::kBytes));
+  if (err == cudaSuccess) {
+    err = SetKernelAttribute(PrefillAttentionTcKernel<D>,
                              cudaFuncAttributePreferredSharedMemoryCarveout,
                              cudaSharedmemCarveoutMaxShared);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // returned here: not again by the next op's launch check
-    return static_cast<int>(err);
   }
-  const int64_t tiles = (max_seq_tokens + kBlockM - 1) / kBlockM;
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(args.q_heads),
-                  static_cast<unsigned>(num_seqs));
-  PrefillAttentionTcKernel<D><<<grid, kThreads, S::kBytes, stream>>>(args);
+  if (err != cudaSuccess) return static_cast<int>(err);
+  PrefillAttentionTcKernel<D>
+      <<<PrefillGrid(max_seq_tokens, kBlockM, args.q_heads, num_seqs), kThreads, S::kBytes,
+         stream>>>(args);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -49,6 +49,15 @@ __device__ __forceinline__ float BlockSum(float v, float* warp_sums) {
   return v;
 }
 
+// cudaFuncSetAttribute(kernel, attribute, value), its failure cleared here: it is returned,
+// and must not be reported again by the next op's launch check.
+template <typename Kernel>
+cudaError_t SetKernelAttribute(Kernel* kernel, cudaFuncAttribute attribute, int value) {
+  const cudaError_t err = cudaFuncSetAttribute(kernel, attribute, value);
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return err;
+}
+
 // The launch's stream from the opaque handle.
 inline cudaStream_t ToCudaStream(Stream stream) { return static_cast<cudaStream_t>(stream.handle); }
 

@@ -82,16 +82,7 @@ TEST(CudaHostChecks, PrefillKernelEntryPointsShareThePublicChecksAndLeaveTheChoi
   using internal::PrefillKernel;
   using internal::PrefillKernelOnThisThread;
   EXPECT_EQ(PrefillKernelOnThisThread(), PrefillKernel::kTensorCore);
-  auto* h = reinterpret_cast<uint16_t*>(uintptr_t{256});
-  PagedAttentionParams good;
-  good.q = h;
-  good.out = h;
-  good.tokens = 4;
-  good.q_heads = 8;
-  good.scale = 0.125f;
-  good.cache = {h, h, 10, 16, 2, 128};
-  good.seqs = reinterpret_cast<const AttentionSeq*>(uintptr_t{512});
-  good.num_seqs = 2;
+  const PagedAttentionParams good = ValidAttentionParamsForChecks();
   using Entry = absl::Status (*)(const PagedAttentionParams&, Stream);
   const Entry entries[] = {&PagedPrefillAttention, &internal::PagedPrefillAttentionSimt,
                            &internal::PagedPrefillAttentionTensorCore};

@@ -445,6 +445,20 @@ void gpu_test::RunAttentionCase(const AttnCase& c, const std::vector<AttnOp>& op
   }
 }
 
+PagedAttentionParams gpu_test::ValidAttentionParamsForChecks() {
+  auto* h = reinterpret_cast<uint16_t*>(uintptr_t{256});
+  PagedAttentionParams p;
+  p.q = h;
+  p.out = h;
+  p.tokens = 4;
+  p.q_heads = 8;
+  p.scale = 0.125f;
+  p.cache = {h, h, 10, 16, 2, 128};
+  p.seqs = reinterpret_cast<const AttentionSeq*>(uintptr_t{512});
+  p.num_seqs = 2;
+  return p;
+}
+
 namespace {
 
 using PrefillAttentionMatchesReference = GpuCase<AttnCase>;
@@ -466,17 +480,7 @@ INSTANTIATE_TEST_SUITE_P(CudaOps, DecodeAttentionMatchesReference,
 
 TEST(CudaHostChecks, AttentionArgumentsAreInvalidArgumentAndEmptyBatchesAreNoOps) {
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
-  auto* h = reinterpret_cast<uint16_t*>(uintptr_t{256});
-  auto* seqs = reinterpret_cast<const AttentionSeq*>(uintptr_t{512});
-  PagedAttentionParams good;
-  good.q = h;
-  good.out = h;
-  good.tokens = 4;
-  good.q_heads = 8;
-  good.scale = 0.125f;
-  good.cache = {h, h, 10, 16, 2, 128};
-  good.seqs = seqs;
-  good.num_seqs = 2;
+  const PagedAttentionParams good = ValidAttentionParamsForChecks();
   // Each mutation alone must be refused by both ops, before any launch.
   struct Bad {
     const char* what;

@@ -8,7 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cuda_types.h"
+
 namespace tpserve::kernels::cuda::gpu_test {
+
+// Parameters every attention check accepts, for the host-side checks (the pointers are never
+// dereferenced): 4 tokens of 2 sequences, 8 query heads over a cache of 10 blocks of 16
+// tokens, 2 KV heads of 128.
+PagedAttentionParams ValidAttentionParamsForChecks();
 
 enum class AttnPoison {
   kNone,
