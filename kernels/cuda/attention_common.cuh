@@ -136,4 +136,37 @@ __device__ __forceinline__ void Bf16x8ToF32(const uint4& raw, float* f) {
   }
 }
 
+// The body both prefill kernels share (grid: PrefillGrid): block (x, h, s) takes the query
+// tiles of `kBlockM` rows of head h of sequence s from the last tile down, gridDim.x tiles
+// apart, and computes each with `tile(seq, row0, rows)`. A sequence whose descriptor fails the
+// device checks (the host cannot check them without waiting) gets NaN rows instead; one whose
+// rows lie outside the step, or that has none, is skipped. Every branch is the same for the
+// whole block.
+template <int D, int kBlockM, typename Tile>
+__device__ __forceinline__ void ForEachPrefillTile(const AttentionArgs& a, Tile tile) {
+  const int h = static_cast<int>(blockIdx.y);
+  const SeqView seq = ReadSeq(a.seqs, blockIdx.z, a.tokens, a.block_size);
+  if (!seq.rows_ok || seq.num_tokens == 0) return;
+  const int num_tiles = (seq.num_tokens + kBlockM - 1) / kBlockM;
+  const int first_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
+  if (first_tile >= num_tiles) return;
+  bool valid = seq.valid;
+  if (valid) {
+    valid = BlockEntriesValid(seq.block_table, FirstVisibleKey(seq.start_pos, a.window),
+                              seq.context - 1, a.block_size, a.cache_blocks);
+  }
+  for (int t = first_tile; t < num_tiles; t += static_cast<int>(gridDim.x)) {
+    const int row0 = t * kBlockM;
+    const int rows = min(kBlockM, seq.num_tokens - row0);
+    if (valid) {
+      tile(seq, h, row0, rows);
+      continue;
+    }
+    for (int e = static_cast<int>(threadIdx.x); e < rows * D; e += static_cast<int>(blockDim.x)) {
+      const int64_t row = seq.token_begin + row0 + e / D;
+      a.out[row * a.q_heads * D + h * D + e % D] = kBf16Nan;
+    }
+  }
+}
+
 }  // namespace tpserve::kernels::cuda::internal

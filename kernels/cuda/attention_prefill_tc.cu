@@ -514,31 +514,9 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionTcKernel(const TcArg
   extern __shared__ uint4 smem_u4[];  // uint4: 16-byte aligned
   uint8_t* smem = reinterpret_cast<uint8_t*>(smem_u4);
 
-  const int h = static_cast<int>(blockIdx.y);
-  const int64_t s = blockIdx.z;
-  const SeqView seq = ReadSeq(a.seqs, s, a.tokens, a.block_size);
-  if (!seq.rows_ok || seq.num_tokens == 0) return;  // the same for the whole block
-  const int num_tiles = (seq.num_tokens + kBlockM - 1) / kBlockM;
-  const int first_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
-  if (first_tile >= num_tiles) return;  // the same for the whole block
-
-  bool valid = seq.valid;
-  if (valid) {
-    valid = BlockEntriesValid(seq.block_table, FirstVisibleKey(seq.start_pos, a.window),
-                              seq.context - 1, a.block_size, a.cache_blocks);
-  }
-  for (int tile = first_tile; tile < num_tiles; tile += static_cast<int>(gridDim.x)) {
-    const int row0 = tile * kBlockM;
-    const int rows = min(kBlockM, seq.num_tokens - row0);
-    if (!valid) {  // the host cannot check descriptors without waiting: poison the rows
-      for (int e = static_cast<int>(threadIdx.x); e < rows * D; e += kThreads) {
-        const int64_t t = seq.token_begin + row0 + e / D;
-        a.out[t * a.q_heads * D + h * D + e % D] = kBf16Nan;
-      }
-      continue;
-    }
+  ForEachPrefillTile<D, kBlockM>(a, [&](const SeqView& seq, int h, int row0, int rows) {
     PrefillTileTc<D>(a, seq, h, row0, rows, smem);
-  }
+  });
 }
 
 template <int D>
