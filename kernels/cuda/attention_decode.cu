@@ -278,10 +278,10 @@ template <int D>
 int Launch(const DecodeArgs& args, int64_t num_seqs, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(args.splits), static_cast<unsigned>(args.kv_heads),
                   static_cast<unsigned>(num_seqs));
-  DecodeAttentionKernel<D><<<grid, kThreads, 0, stream>>>(args);
+  LaunchKernel(DecodeAttentionKernel<D>, grid, kThreads, 0, stream, args);
   if (args.splits > 1) {
     const dim3 merge_grid(static_cast<unsigned>(args.q_heads), static_cast<unsigned>(num_seqs));
-    MergeSplitsKernel<D><<<merge_grid, D, 0, stream>>>(args);
+    LaunchKernel(MergeSplitsKernel<D>, merge_grid, D, 0, stream, args);
   }
   return static_cast<int>(cudaGetLastError());
 }

@@ -279,7 +279,7 @@ __device__ void PrefillTile(const PrefillArgs& a, const SeqView& seq, int h, int
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(const PrefillArgs a) {
-  extern __shared__ float4 smem_f4[];  // float4: 16-byte aligned
+  float4* smem_f4 = DynamicShared<float4>();
   using S = PrefillSmem<D>;
   float* q_s = reinterpret_cast<float*>(smem_f4);
   float* kp_s = q_s + S::kQ;
@@ -300,9 +300,9 @@ int Launch(const PrefillArgs& args, int64_t max_seq_tokens, int64_t num_seqs,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(S::kBytes));
   if (err != cudaSuccess) return static_cast<int>(err);
-  PrefillAttentionKernel<D>
-      <<<PrefillGrid(max_seq_tokens, kBlockM, args.q_heads, num_seqs), kThreads, S::kBytes,
-         stream>>>(args);
+  LaunchKernel(PrefillAttentionKernel<D>,
+               PrefillGrid(max_seq_tokens, kBlockM, args.q_heads, num_seqs), kThreads, S::kBytes,
+               stream, args);
   return static_cast<int>(cudaGetLastError());
 }
 

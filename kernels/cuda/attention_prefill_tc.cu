@@ -127,31 +127,49 @@ __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
 
 // 16 bytes global -> shared, asynchronous (L2 only); src 16-byte aligned.
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
+#ifdef TPSERVE_CUDA_EMULATION
+  ::tpserve::cuda_emulator::CpAsync16(dst, src);
+#else
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+#endif
 }
 __device__ __forceinline__ void CpAsyncCommit() {
+#ifndef TPSERVE_CUDA_EMULATION  // the emulator's copies land at the wait
   asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
 }
 // Waits until every cp.async group this thread committed has landed (its own copies only; a
 // barrier afterwards makes all threads' copies visible to the block).
 __device__ __forceinline__ void CpAsyncWaitAll() {
+#ifdef TPSERVE_CUDA_EMULATION
+  ::tpserve::cuda_emulator::CpAsyncWaitAll();
+#else
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+#endif
 }
 
 // Four 8x8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8 and receives in
 // r[i] matrix i's elements (row l / 4, columns 2 (l % 4), 2 (l % 4) + 1), lower column in the
 // lower half. With .trans it receives (rows 2 (l % 4), 2 (l % 4) + 1, column l / 4) instead.
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], uint32_t addr) {
+#ifdef TPSERVE_CUDA_EMULATION
+  ::tpserve::cuda_emulator::LdMatrixX4(r, addr, /*trans=*/false);
+#else
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr)
                : "memory");
+#endif
 }
 __device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], uint32_t addr) {
+#ifdef TPSERVE_CUDA_EMULATION
+  ::tpserve::cuda_emulator::LdMatrixX4(r, addr, /*trans=*/true);
+#else
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr)
                : "memory");
+#endif
 }
 
 // d += A B for one 16x8x16 block. With g = lane / 4, t = lane % 4:
@@ -161,19 +179,27 @@ __device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], uint32_t addr)
 // (pairs in one register: the lower index in the lower 16 bits).
 __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
+#ifdef TPSERVE_CUDA_EMULATION
+  ::tpserve::cuda_emulator::MmaM16N8K16Bf16(d, a, b0, b1);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
       "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // bf16x2 of (lo, hi), each rounded to nearest even: lo in the lower 16 bits. (cvt puts its
 // first source in the upper half.)
 __device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
+#ifdef TPSERVE_CUDA_EMULATION
+  return static_cast<uint32_t>(F32ToBf16(lo)) | static_cast<uint32_t>(F32ToBf16(hi)) << 16;
+#else
   uint32_t r;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
+#endif
 }
 
 // p = (x, y) as P_hi + P_lo: hi = bf16x2(x, y), lo = bf16x2 of the exact fp32 remainders.
@@ -511,8 +537,7 @@ __device__ void PrefillTileTc(const TcArgs& a, const SeqView& seq, int h, int ro
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) PrefillAttentionTcKernel(const TcArgs a) {
-  extern __shared__ uint4 smem_u4[];  // uint4: 16-byte aligned
-  uint8_t* smem = reinterpret_cast<uint8_t*>(smem_u4);
+  uint8_t* smem = DynamicShared<uint8_t>();
 
   ForEachPrefillTile<D, kBlockM>(a, [&](const SeqView& seq, int h, int row0, int rows) {
     PrefillTileTc<D>(a, seq, h, row0, rows, smem);
@@ -534,9 +559,9 @@ int LaunchTc(const TcArgs& args, int64_t max_seq_tokens, int64_t num_seqs, cudaS
                              cudaSharedmemCarveoutMaxShared);
   }
   if (err != cudaSuccess) return static_cast<int>(err);
-  PrefillAttentionTcKernel<D>
-      <<<PrefillGrid(max_seq_tokens, kBlockM, args.q_heads, num_seqs), kThreads, S::kBytes,
-         stream>>>(args);
+  LaunchKernel(PrefillAttentionTcKernel<D>,
+               PrefillGrid(max_seq_tokens, kBlockM, args.q_heads, num_seqs), kThreads, S::kBytes,
+               stream, args);
   return static_cast<int>(cudaGetLastError());
 }
 

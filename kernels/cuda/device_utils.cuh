@@ -5,7 +5,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "kernels/cuda/cuda_types.h"
 
@@ -56,6 +58,32 @@ cudaError_t SetKernelAttribute(Kernel* kernel, cudaFuncAttribute attribute, int 
   const cudaError_t err = cudaFuncSetAttribute(kernel, attribute, value);
   if (err != cudaSuccess) (void)cudaGetLastError();
   return err;
+}
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...). Every launch of kernels/cuda goes
+// through here and every dynamic shared-memory array through DynamicShared, so that the CUDA
+// emulator's build (TPSERVE_CUDA_EMULATION, tests/cuda_emulator: these files compiled as host
+// C++ with its kernel_prelude.h force-included) can run the kernels on the host.
+template <typename... Params, typename... Args>
+void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                  cudaStream_t stream, Args&&... args) {
+#ifdef TPSERVE_CUDA_EMULATION
+  ::tpserve::cuda_emulator::Launch(kernel, grid, block, shared_bytes, stream,
+                                   std::forward<Args>(args)...);
+#else
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+#endif
+}
+
+// The block's dynamic shared memory (the launch's shared_bytes), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* DynamicShared() {
+#ifdef TPSERVE_CUDA_EMULATION
+  return static_cast<T*>(::tpserve::cuda_emulator::DynamicShared());
+#else
+  extern __shared__ __align__(16) unsigned char dynamic_shared[];
+  return reinterpret_cast<T*>(dynamic_shared);
+#endif
 }
 
 // The launch's stream from the opaque handle.

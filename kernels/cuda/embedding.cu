@@ -31,8 +31,8 @@ __global__ void EmbeddingKernel(const int32_t* __restrict__ ids,
 }  // namespace
 
 int LaunchEmbedding(const EmbeddingParams& p, Stream stream) {
-  EmbeddingKernel<<<static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream)>>>(
-      p.ids, p.table, p.vocab, p.hidden, p.out);
+  LaunchKernel(EmbeddingKernel, static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream),
+               p.ids, p.table, p.vocab, p.hidden, p.out);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -35,8 +35,8 @@ __global__ void GatherRowsKernel(const uint16_t* __restrict__ src,
 }  // namespace
 
 int LaunchGatherRows(const GatherRowsParams& p, Stream stream) {
-  GatherRowsKernel<<<static_cast<unsigned>(p.rows), kThreads, 0, ToCudaStream(stream)>>>(
-      p.src, p.indices, p.src_rows, p.dim, p.out);
+  LaunchKernel(GatherRowsKernel, static_cast<unsigned>(p.rows), kThreads, 0, ToCudaStream(stream),
+               p.src, p.indices, p.src_rows, p.dim, p.out);
   return static_cast<int>(cudaGetLastError());
 }
 

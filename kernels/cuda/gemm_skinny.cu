@@ -117,9 +117,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 template <int kTokens, typename Out>
 int Launch(const GemmParams& p, Stream stream) {
   const int64_t blocks = (p.rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  SkinnyGemmKernel<kTokens, Out><<<static_cast<unsigned>(blocks), kWarps * 32, 0,
-                                   ToCudaStream(stream)>>>(
-      p.x, p.w, static_cast<Out*>(p.y), p.rows, p.cols);
+  LaunchKernel(SkinnyGemmKernel<kTokens, Out>, static_cast<unsigned>(blocks), kWarps * 32, 0,
+               ToCudaStream(stream), p.x, p.w, static_cast<Out*>(p.y), p.rows, p.cols);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -29,9 +29,9 @@ __global__ void WriteKvCacheKernel(const uint16_t* __restrict__ k, const uint16_
 
 int LaunchWriteKvCache(const WriteKvCacheParams& p, Stream stream) {
   const PagedKvCache& c = p.cache;
-  WriteKvCacheKernel<<<static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream)>>>(
-      p.k, p.v, p.k_token_stride, p.v_token_stride, p.slots, c.k, c.v,
-      c.num_blocks * c.block_size, c.kv_heads * c.head_dim);
+  LaunchKernel(WriteKvCacheKernel, static_cast<unsigned>(p.tokens), kThreads, 0,
+               ToCudaStream(stream), p.k, p.v, p.k_token_stride, p.v_token_stride, p.slots, c.k,
+               c.v, c.num_blocks * c.block_size, c.kv_heads * c.head_dim);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -49,8 +49,8 @@ __global__ void AddRmsNormKernel(float* __restrict__ residual, const uint16_t* _
 }  // namespace
 
 int LaunchAddRmsNorm(const AddRmsNormParams& p, Stream stream) {
-  AddRmsNormKernel<<<static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream)>>>(
-      p.residual, p.delta, p.weight, p.out, p.dim, p.eps);
+  LaunchKernel(AddRmsNormKernel, static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream),
+               p.residual, p.delta, p.weight, p.out, p.dim, p.eps);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -47,18 +47,18 @@ __global__ void RopeAndWriteKvKernel(uint16_t* x, int64_t heads, int64_t head_di
 }  // namespace
 
 int LaunchApplyRope(const RopeParams& p, Stream stream) {
-  RopeKernel<<<static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream)>>>(
-      p.x, p.heads, p.head_dim, p.token_stride, p.positions, p.cos, p.sin, p.max_positions);
+  LaunchKernel(RopeKernel, static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream), p.x,
+               p.heads, p.head_dim, p.token_stride, p.positions, p.cos, p.sin, p.max_positions);
   return static_cast<int>(cudaGetLastError());
 }
 
 int LaunchApplyRopeAndWriteKvCache(const RopeParams& p, const WriteKvCacheParams& kv,
                                    Stream stream) {
   const PagedKvCache& c = kv.cache;
-  RopeAndWriteKvKernel<<<static_cast<unsigned>(p.tokens), kThreads, 0, ToCudaStream(stream)>>>(
-      p.x, p.heads, p.head_dim, p.token_stride, p.positions, p.cos, p.sin, p.max_positions,
-      kv.k, kv.v, kv.k_token_stride, kv.v_token_stride, kv.slots, c.k, c.v,
-      c.num_blocks * c.block_size, c.kv_heads * c.head_dim);
+  LaunchKernel(RopeAndWriteKvKernel, static_cast<unsigned>(p.tokens), kThreads, 0,
+               ToCudaStream(stream), p.x, p.heads, p.head_dim, p.token_stride, p.positions, p.cos,
+               p.sin, p.max_positions, kv.k, kv.v, kv.k_token_stride, kv.v_token_stride, kv.slots,
+               c.k, c.v, c.num_blocks * c.block_size, c.kv_heads * c.head_dim);
   return static_cast<int>(cudaGetLastError());
 }
 

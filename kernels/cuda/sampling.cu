@@ -315,7 +315,8 @@ __global__ void __launch_bounds__(kThreads) SampleTokensKernel(SampleTokensParam
 }  // namespace
 
 int LaunchSampleTokens(const SampleTokensParams& p, Stream stream) {
-  SampleTokensKernel<<<static_cast<unsigned>(p.rows), kThreads, 0, ToCudaStream(stream)>>>(p);
+  LaunchKernel(SampleTokensKernel, static_cast<unsigned>(p.rows), kThreads, 0, ToCudaStream(stream),
+               p);
   return static_cast<int>(cudaGetLastError());
 }
 

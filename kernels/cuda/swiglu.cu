@@ -38,8 +38,8 @@ __global__ void SwiGluKernel(const uint16_t* __restrict__ gate_up, uint16_t* __r
 int LaunchSwiGlu(const SwiGluParams& p, Stream stream) {
   const int64_t total = p.tokens * p.inter;
   const int64_t blocks = std::min(kMaxBlocks, (total + kThreads - 1) / kThreads);
-  SwiGluKernel<<<static_cast<unsigned>(blocks), kThreads, 0, ToCudaStream(stream)>>>(
-      p.gate_up, p.out, p.tokens, p.inter);
+  LaunchKernel(SwiGluKernel, static_cast<unsigned>(blocks), kThreads, 0, ToCudaStream(stream),
+               p.gate_up, p.out, p.tokens, p.inter);
   return static_cast<int>(cudaGetLastError());
 }
 
