@@ -61,6 +61,7 @@ void SwiGlu(const float* gate_up, int64_t tokens, int64_t inter, float* out) {
   // With fewer tokens than threads (decode) rows are split by columns too, in pieces of at
   // least kMinPiece elements, so every thread gets work.
   constexpr int64_t kMinPiece = 1024;
+  if (tokens <= 0) return;  // an empty step (a pipeline stage's); also guards the division
   const int threads = ThreadsFor(tokens * inter);
   const int64_t pieces = std::clamp<int64_t>((2 * threads + tokens - 1) / tokens, 1,
                                              std::max<int64_t>(1, inter / kMinPiece));

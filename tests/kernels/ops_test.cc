@@ -279,6 +279,18 @@ TEST(HandComputedOps, SwiGluIsSiluOfGateTimesUp) {
   }
 }
 
+// An empty step reaches SwiGlu with no tokens (a pipeline stage's empty step in
+// CpuRankCompute::Forward); the fast kernel once divided by the token count there.
+TEST(HandComputedOps, SwiGluOfNoTokensWritesNothing) {
+  const float gate_up[2] = {1, 2};
+  for (const Impl& impl : {kRef, kFast}) {
+    SCOPED_TRACE(impl.name);
+    float out[1] = {-7.0f};
+    impl.swiglu(gate_up, 0, 1, out);
+    EXPECT_EQ(out[0], -7.0f);
+  }
+}
+
 TEST(HandComputedOps, EmbeddingCopiesTheChosenRowsWidened) {
   const std::vector<float> values = {1, 2, 3, 4, -0.5f, 256};  // exact in BF16 and F16
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
