@@ -1,10 +1,9 @@
-// The CUDA emulator's block scheduler (device.h): one fiber (ucontext) per CUDA thread, run one
-// at a time on the host thread that executes the grid; barriers and warp collectives switch
-// back to the scheduler until every participant has arrived.
+// The CUDA emulator's block scheduler (device.h): one fiber (fiber_context.h) per CUDA thread,
+// run one at a time on the host thread that executes the grid; barriers and warp collectives
+// switch back to the scheduler until every participant has arrived.
 #include "tests/cuda_emulator/scheduler.h"
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "tests/cuda_emulator/device.h"
+#include "tests/cuda_emulator/fiber_context.h"
 #include "tests/cuda_emulator/warp_matrix.h"
 
 namespace tpserve::cuda_emulator {
@@ -44,7 +44,7 @@ struct PendingCopy {
 };
 
 struct Fiber {
-  ucontext_t context;
+  FiberContext context;
   void* stack = nullptr;  // mmap'd, with a guard page below
   bool started = false;
   int tid = 0;  // linear thread index in the block
@@ -73,7 +73,7 @@ struct Block {
 };
 
 // One grid runs at a time per process (Executor serialises them); these belong to it.
-ucontext_t scheduler_context;
+FiberContext scheduler_context;
 Fiber* current = nullptr;
 Block* block = nullptr;
 std::vector<std::unique_ptr<Fiber>> fibers;  // reused across blocks and launches
@@ -96,7 +96,7 @@ Fiber& Current() {
 
 void Yield() {
   Fiber& f = Current();
-  if (swapcontext(&f.context, &scheduler_context) != 0) Fail("swapcontext failed");
+  SwitchFiberContext(&f.context, &scheduler_context);
 }
 
 void FinishCopies(Fiber& f) {
@@ -142,11 +142,7 @@ Fiber* NewFiber() {
 }
 
 void StartFiber(Fiber& f) {
-  if (getcontext(&f.context) != 0) Fail("getcontext failed");
-  f.context.uc_stack.ss_sp = f.stack;
-  f.context.uc_stack.ss_size = kStackBytes;
-  f.context.uc_link = nullptr;  // FiberMain never returns
-  makecontext(&f.context, FiberMain, 0);
+  MakeFiberContext(&f.context, f.stack, kStackBytes, FiberMain);  // FiberMain never returns
   f.started = true;
 }
 
@@ -170,7 +166,7 @@ void RunBlock(Block& b) {
       if (f->wait != Wait::kRunnable) continue;
       current = f;
       if (!f->started) StartFiber(*f);
-      if (swapcontext(&scheduler_context, &f->context) != 0) Fail("swapcontext failed");
+      SwitchFiberContext(&scheduler_context, &f->context);
       ran = true;
     }
     current = nullptr;
