@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "bench/gpu/fill.h"
+#include "kernels/cuda/device_utils.cuh"
 
 namespace tpserve::bench::gpu {
 namespace {
@@ -31,8 +32,8 @@ __global__ void FillKernel(uint16_t* dst, size_t n, uint64_t seed, float scale) 
 int FillRandomBf16(uint16_t* dst, size_t n, uint64_t seed, float scale, void* stream) {
   if (n == 0) return 0;
   const size_t blocks = std::min<size_t>((n + 255) / 256, size_t{1} << 16);
-  FillKernel<<<static_cast<unsigned>(blocks), 256, 0, static_cast<cudaStream_t>(stream)>>>(
-      dst, n, seed, scale);
+  kernels::cuda::internal::LaunchKernel(FillKernel, static_cast<unsigned>(blocks), 256, 0,
+                                        static_cast<cudaStream_t>(stream), dst, n, seed, scale);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,7 +38,11 @@ struct CUstream_st {
   CUgraph_st* capture = nullptr;  // non-null while capturing
   bool capture_failed = false;
 };
-struct CUevent_st {};
+struct CUevent_st {
+  bool timing = true;
+  bool recorded = false;  // its record has run
+  std::chrono::steady_clock::time_point at;
+};
 
 namespace tpserve::cuda_emulator {
 namespace {
@@ -118,9 +123,11 @@ void Enqueue(cudaStream_t stream, Op op) {
   queue.push_back(std::move(op));
 }
 
+// 256-byte aligned like cudaMalloc, but exactly `bytes` long, so that a sanitizer build of the
+// emulator reports an access past the end rather than in the rounding.
 void* AlignedAllocate(size_t bytes) {
-  const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
-  return std::aligned_alloc(256, rounded);
+  void* p = nullptr;
+  return posix_memalign(&p, 256, std::max<size_t>(bytes, 1)) == 0 ? p : nullptr;
 }
 
 // An asynchronous copy on `stream` with CUDA's rules for the host side's memory.
@@ -210,6 +217,8 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaError (other)";
   }
 }
@@ -398,26 +407,41 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/) {
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   *event = new CUevent_st;
+  (*event)->timing = (flags & cudaEventDisableTiming) == 0;
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  emu::Flush();  // a pending record must not stamp a freed event
   delete event;
   return cudaSuccess;
 }
-// Work runs in issue order across streams, so an event adds no ordering of its own: recording
-// and waiting only check their arguments; synchronising on one runs what was enqueued.
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t /*stream*/) {
-  return event != nullptr ? cudaSuccess : emu::Report(cudaErrorInvalidValue);
+// Work runs in issue order across streams, so an event adds no ordering of its own: a record
+// stamps the host clock when its turn comes; waiting only checks its argument.
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (event == nullptr) return emu::Report(cudaErrorInvalidResourceHandle);
+  emu::Enqueue(stream, [event] {
+    event->at = std::chrono::steady_clock::now();
+    event->recorded = true;
+  });
+  return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t /*stream*/, cudaEvent_t event, unsigned int) {
-  return event != nullptr ? cudaSuccess : emu::Report(cudaErrorInvalidValue);
+  return event != nullptr ? cudaSuccess : emu::Report(cudaErrorInvalidResourceHandle);
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  if (event == nullptr) return emu::Report(cudaErrorInvalidValue);
+  if (event == nullptr) return emu::Report(cudaErrorInvalidResourceHandle);
   emu::Flush();
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (start == nullptr || end == nullptr || !start->timing || !end->timing) {
+    return emu::Report(cudaErrorInvalidResourceHandle);
+  }
+  if (!start->recorded || !end->recorded) return emu::Report(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return cudaSuccess;
 }
 
