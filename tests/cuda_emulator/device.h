@@ -5,7 +5,8 @@
 // __syncthreads shows up as a wrong result rather than passing by luck). Warp collectives
 // (shuffles, __syncwarp, ldmatrix, mma) complete when every lane of their mask has arrived;
 // a lane of the mask that has exited or waits elsewhere is a deadlock, reported and aborted.
-// Blocks of a grid run one after another. Only for tests: no speed, no concurrency.
+// Blocks of a grid run one after another, in a shuffled order. Only for tests: no speed, no
+// concurrency.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -387,21 +387,23 @@ void RunGrid(const LaunchShape& shape, const std::function<void()>& body) {
     b.by_tid.push_back(f);
   }
   b.order = b.by_tid;
-  for (unsigned z = 0; z < shape.grid.z; ++z) {
-    for (unsigned y = 0; y < shape.grid.y; ++y) {
-      for (unsigned x = 0; x < shape.grid.x; ++x) {
-        b.index = {x, y, z};
-        b.live = threads;
-        b.at_barrier = 0;
-        for (Fiber* f : b.by_tid) {
-          f->wait = Wait::kRunnable;
-          f->copies.clear();
-        }
-        std::shuffle(b.order.begin(), b.order.end(), order_rng);
-        if (shape.shared_bytes > 0) std::memset(b.shared, 0xff, shape.shared_bytes);
-        RunBlock(b);
-      }
+  // Blocks in a shuffled order too: a kernel that relies on an order of its blocks fails here.
+  const dim3 g = shape.grid;
+  std::vector<uint64_t> blocks(uint64_t{g.x} * g.y * g.z);
+  for (uint64_t i = 0; i < blocks.size(); ++i) blocks[i] = i;
+  std::shuffle(blocks.begin(), blocks.end(), order_rng);
+  for (const uint64_t i : blocks) {
+    b.index = {static_cast<unsigned>(i % g.x), static_cast<unsigned>(i / g.x % g.y),
+               static_cast<unsigned>(i / (uint64_t{g.x} * g.y))};
+    b.live = threads;
+    b.at_barrier = 0;
+    for (Fiber* f : b.by_tid) {
+      f->wait = Wait::kRunnable;
+      f->copies.clear();
     }
+    std::shuffle(b.order.begin(), b.order.end(), order_rng);
+    if (shape.shared_bytes > 0) std::memset(b.shared, 0xff, shape.shared_bytes);
+    RunBlock(b);
   }
 }
 

@@ -40,6 +40,8 @@ double g_tolerance = 1e-3;
 // Greedy tokens and top-1 tokens are compared only where the reference's top-1 margin is at
 // least this: below it the run's own error may legitimately swap the top two.
 double g_min_margin = 1e-2;
+// How many greedy tokens (before each sequence's first near tie) must have been compared.
+int g_min_compared = 11;
 
 struct GoldenSeq {
   std::vector<int32_t> prompt;
@@ -241,10 +243,13 @@ TEST_F(EngineGoldenTest, GreedyContinuationsMatchReferenceWhereMarginIsClear) {
       ++compared;
     }
   }
-  EXPECT_GT(compared, 10);
+  EXPECT_GE(compared, g_min_compared);
 }
 
-// The draw is keyed by (seed, position): a request samples the same tokens alone or batched.
+// The draw is keyed by (seed, position). On the CPU, whose logits do not depend on the batch
+// (bit for bit), a request samples the same tokens alone or batched. On CUDA the batch changes
+// the GEMM shapes and the decode split count, so logits may differ in their last bits and flip
+// a draw at a cut-off: there the same batch must give the same tokens again.
 TEST_F(EngineGoldenTest, SeededSamplingDoesNotDependOnTheBatch) {
   auto request = [&](size_t i, uint64_t seed) {
     LocalRequest r;
@@ -259,10 +264,21 @@ TEST_F(EngineGoldenTest, SeededSamplingDoesNotDependOnTheBatch) {
   };
   absl::StatusOr<LocalOutput> alone = GenerateLocally(*g_engine, {request(0, 42)}, 0, nullptr);
   ASSERT_TRUE(alone.ok()) << alone.status();
-  absl::StatusOr<LocalOutput> batched = GenerateLocally(
-      *g_engine, {request(1, 7), request(2, 8), request(0, 42), request(3, 9)}, 3, nullptr);
+  const std::vector<LocalRequest> batch = {request(1, 7), request(2, 8), request(0, 42),
+                                           request(3, 9)};
+  absl::StatusOr<LocalOutput> batched = GenerateLocally(*g_engine, batch, 3, nullptr);
   ASSERT_TRUE(batched.ok()) << batched.status();
-  EXPECT_EQ(alone->tokens[0], batched->tokens[2]);
+  if (g_engine->backend() == "cuda") {
+    absl::StatusOr<LocalOutput> again = GenerateLocally(*g_engine, batch, 3, nullptr);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->tokens, batched->tokens);
+    absl::StatusOr<LocalOutput> alone_again =
+        GenerateLocally(*g_engine, {request(0, 42)}, 0, nullptr);
+    ASSERT_TRUE(alone_again.ok()) << alone_again.status();
+    EXPECT_EQ(alone_again->tokens[0], alone->tokens[0]);
+  } else {
+    EXPECT_EQ(alone->tokens[0], batched->tokens[2]);
+  }
   absl::StatusOr<LocalOutput> other_seed = GenerateLocally(*g_engine, {request(0, 43)}, 0, nullptr);
   ASSERT_TRUE(other_seed.ok());
   EXPECT_NE(alone->tokens[0], other_seed->tokens[0]);
@@ -348,23 +364,31 @@ TEST_F(EngineGoldenTest, StagesHandOverTheWayAskedFor) {
 }
 
 // A rank holds its 1/TP slice of its stage's layers (KV heads replicated when TP exceeds
-// them), plus the embedding on the first stage and its lm_head vocab shard on the last.
+// them), plus the embedding on the first stage and its lm_head vocab shard on the last. The CPU
+// keeps the checkpoint's matrices and fp32 norms; CUDA keeps every matrix and norm as bf16 in
+// 256-byte aligned pieces of one allocation (worker/cuda/cuda_rank_compute.cc).
 TEST_F(EngineGoldenTest, RankOwnsOnlyItsShareOfTheWeights) {
   const ModelConfig& c = g_engine->config();
   const Layout& l = g_engine->layout();
-  const int64_t elem = c.torch_dtype == DType::kF32 ? 4 : 2;
+  const bool cuda = g_engine->backend() == "cuda";
+  const int64_t checkpoint_elem = c.torch_dtype == DType::kF32 ? 4 : 2;
+  const int64_t elem = cuda ? 2 : checkpoint_elem, norm_elem = cuda ? 2 : 4;
+  auto piece = [&](int64_t bytes) { return cuda ? (bytes + 255) / 256 * 256 : bytes; };
   const int64_t h = c.hidden_size, d = c.head_dim;
-  const int64_t whole_layer =
-      elem * (h * (c.num_heads + 2 * c.num_kv_heads) * d + h * c.num_heads * d +
-              3 * h * c.intermediate_size) + 2 * h * 4;
-  const int64_t kv_copies = std::max<int64_t>(0, l.kv_heads() * l.tp - c.num_kv_heads);
-  int64_t expected = l.num_layers() * (whole_layer - 2 * h * 4) / l.tp +
-                     l.num_layers() * (elem * 2 * h * d * kv_copies / l.tp + 2 * h * 4);
-  if (l.first_stage()) expected += elem * c.vocab_size * h;
-  if (l.last_stage()) expected += h * 4 + elem * (l.vocab_end - l.vocab_begin) * h;
+  const int64_t mlp = l.mlp_end - l.mlp_begin;
+  const int64_t norm = piece(norm_elem * h);
+  const int64_t layer = 2 * norm + piece(elem * (l.q_heads() + 2 * l.kv_heads()) * d * h) +
+                        piece(elem * h * l.q_heads() * d) + piece(elem * 2 * mlp * h) +
+                        piece(elem * h * mlp);
+  int64_t expected = l.num_layers() * layer;
+  if (l.first_stage()) expected += piece(elem * c.vocab_size * h);
+  if (l.last_stage()) expected += norm + piece(elem * (l.vocab_end - l.vocab_begin) * h);
   EXPECT_EQ(int64_t(g_engine->weight_bytes()), expected);
+  const int64_t whole_layer =
+      checkpoint_elem * (h * (c.num_heads + 2 * c.num_kv_heads) * d + h * c.num_heads * d +
+                         3 * h * c.intermediate_size) + 2 * h * 4;
   // And far less than the whole model when the job is split.
-  const int64_t whole = c.num_layers * whole_layer + 2 * elem * c.vocab_size * h;
+  const int64_t whole = c.num_layers * whole_layer + 2 * checkpoint_elem * c.vocab_size * h;
   if (l.tp * l.pp > 1) {
     EXPECT_LT(int64_t(g_engine->weight_bytes()), whole * 3 / 4);
   }
@@ -383,6 +407,7 @@ int main(int argc, char** argv) {
     if (key == "--pp") options.pp = std::stoi(value);
     if (key == "--tolerance") tpserve::g_tolerance = std::stod(value);
     if (key == "--min_margin") tpserve::g_min_margin = std::stod(value);
+    if (key == "--min_compared") tpserve::g_min_compared = std::stoi(value);
     if (key == "--block_size") options.kv_block_size = std::stoi(value);
     if (key == "--kv_num_blocks") options.kv_num_blocks = std::stoi(value);
     if (key == "--backend") options.backend = value;

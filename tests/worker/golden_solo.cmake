@@ -2,6 +2,13 @@
 # (TPSERVE_GOLDEN_SOLO: comm/solo_communicator.h, tp = pp = 1). Included by tests/worker (the
 # CPU run, in every full build) and tests/gpu (the CUDA run, also in the GPU-only tree, where
 # it is the engine-level check the device machine can run); defined once, by the first.
+# The CUDA runs' band for tiny-mistral-hd64 (bf16 activations around an fp32 residual): logits
+# within 2% of the row's largest |logit| (the CUDA emulator, with the same bf16 roundings,
+# measured under 1%; not yet measured on a GPU); greedy tokens compared where HF's margin is at
+# least 0.1 logits (twice that error at the model's largest |logit|, 4.5), which leaves 7 of
+# the golden tokens before each sequence's first near tie, of which 5 must be compared.
+set(TPSERVE_CUDA_GOLDEN_BAND --tolerance 0.02 --min_margin 0.1 --min_compared 5)
+
 if(NOT TARGET worker_engine_golden_solo_test)
   add_executable(worker_engine_golden_solo_test
                  ${PROJECT_SOURCE_DIR}/tests/worker/engine_golden_test.cc)
