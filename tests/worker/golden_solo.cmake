@@ -9,6 +9,15 @@
 # the golden tokens before each sequence's first near tie, of which 5 must be compared.
 set(TPSERVE_CUDA_GOLDEN_BAND --tolerance 0.02 --min_margin 0.1 --min_compared 5)
 
+# The CUDA run of the solo test: test `name` runs `program` on tiny-mistral-hd64 in that band
+# (tests/gpu on a GPU, tests/cuda_emulator on the emulator).
+function(tpserve_add_cuda_golden_solo_test name program)
+  add_test(NAME ${name}
+           COMMAND ${program} --model ${PROJECT_SOURCE_DIR}/tests/data/tiny-mistral-hd64
+                   --tp 1 --pp 1 --block_size 4 --kv_num_blocks 4096 --backend cuda
+                   ${TPSERVE_CUDA_GOLDEN_BAND})
+endfunction()
+
 if(NOT TARGET worker_engine_golden_solo_test)
   add_executable(worker_engine_golden_solo_test
                  ${PROJECT_SOURCE_DIR}/tests/worker/engine_golden_test.cc)
