@@ -144,9 +144,17 @@ ModelConfig BenchConfig(bool tiny, int layers) {
 
 // ---------------------------------- per-op breakdown ----------------------------------
 // Ops of the breakdown table, in chain order (CudaComputeOptions::after_op's categories).
-constexpr const char* kOps[] = {"embedding",    "norms",       "qkv GEMM",      "rope + kv write",
-                                "attention",    "o GEMM",      "gate_up GEMM",  "swiglu",
-                                "down GEMM",    "logits rows", "logits GEMM",   "sampling"};
+constexpr const char* kOps[] = {"embedding",
+                                "norms",
+                                "qkv GEMM",
+                                "rope + kv write",
+                                "attention",
+                                "o GEMM",
+                                "gate_up GEMM + swiglu",
+                                "down GEMM",
+                                "logits rows",
+                                "logits GEMM",
+                                "sampling"};
 
 struct Breakdown {
   std::string name;

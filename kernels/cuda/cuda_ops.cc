@@ -122,6 +122,7 @@ constexpr CudaOpInfo kRegistry[] = {
     {"WriteKvCache", "bf16 k/v rows -> bf16 paged cache at int64 slots"},
     {"ApplyRopeAndWriteKvCache", "ApplyRope, then WriteKvCache of the rotated rows, one launch"},
     {"Gemm", "bf16 x [tokens, cols] . bf16 w [rows, cols]^T -> bf16 or fp32 y (cuBLASLt)"},
+    {"GemmSwiGlu", "bf16 x . bf16 gate_up weight^T -> SwiGlu -> bf16 [tokens, inter]"},
     {"PagedPrefillAttention", "bf16 q, bf16 paged K/V cache -> bf16 out, ragged causal GQA"},
     {"PagedDecodeAttention", "bf16 q (1 token/seq), bf16 paged K/V -> bf16 out, split-K"},
     {"SampleTokens", "fp32 logits [rows, vocab] -> int32 token, fp32 logprob, top-N per row"},

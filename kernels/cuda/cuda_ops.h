@@ -115,6 +115,14 @@ class GemmHandle {
   // otherwise the cuBLASLt status (CublasStatusToStatus).
   [[nodiscard]] absl::Status Gemm(const GemmParams& p, Stream stream);
 
+  // Enqueues out = SwiGlu(x · w^T) for the fused gate_up weight (GemmSwiGluParams), bit for
+  // bit what Gemm (bf16 y = gate_up) and then SwiGlu give. Where the fused kernel runs
+  // (UsesFusedSwiGluKernel and the small-batch kernel on: decode batches) it is one launch
+  // that never writes gate_up; otherwise it is exactly those two ops, through gate_up.
+  // InvalidArgument as Gemm (with out for y), for inter outside [1, 2^30 - 1], or for a null
+  // gate_up where the two-op path runs; FailedPrecondition for an empty handle.
+  [[nodiscard]] absl::Status GemmSwiGlu(const GemmSwiGluParams& p, Stream stream);
+
   // Number of cached plans (one per distinct shape seen).
   size_t cached_plans() const;
 
@@ -126,6 +134,8 @@ class GemmHandle {
   bool small_batch_kernel() const;
   // 1 to 8 tokens, cols a multiple of 8, x and w 16-byte aligned.
   static bool UsesSmallBatchKernel(const GemmParams& p);
+  // The same conditions for GemmSwiGlu's one-launch path.
+  static bool UsesFusedSwiGluKernel(const GemmSwiGluParams& p);
 
  private:
   struct State;

@@ -125,6 +125,20 @@ struct GemmParams {
   int64_t cols = 0;  // input features (the reduction dimension)
 };
 
+// The MLP's first half in one call (GemmHandle::GemmSwiGlu): out = SwiGlu(x · w^T) for the
+// fused gate_up weight w (gate rows [0, inter), then up rows [inter, 2 inter)), bit for bit the
+// Gemm (bf16 out) into gate_up followed by SwiGlu.
+struct GemmSwiGluParams {
+  const uint16_t* x = nullptr;  // [tokens, cols] bf16
+  const uint16_t* w = nullptr;  // [2 * inter, cols] bf16
+  uint16_t* gate_up = nullptr;  // [tokens, 2 * inter] bf16 scratch for the two-op path; null
+                                // allowed where the fused kernel runs (UsesFusedSwiGluKernel)
+  uint16_t* out = nullptr;      // [tokens, inter] bf16; overlaps none of the others
+  int64_t tokens = 0;
+  int64_t inter = 0;
+  int64_t cols = 0;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Paged attention (kernels/cuda/attention_prefill.cu, attention_decode.cu).
 

@@ -31,6 +31,14 @@ __device__ __forceinline__ uint16_t F32ToBf16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// One SwiGLU output from bf16 gate and up values: torch's silu g / (1 + exp(-g)) in fp32 with
+// the accurate expf (no fast-math), times u, one rounding to bf16 (swiglu.cu and the fused
+// gate_up GEMM of gemm_skinny.cu, which must agree bit for bit).
+__device__ __forceinline__ uint16_t SwiGluBf16(uint16_t gate, uint16_t up) {
+  const float g = Bf16ToF32(gate);
+  return F32ToBf16(g / (1.0f + expf(-g)) * Bf16ToF32(up));
+}
+
 // Sum of `v` over the kThreads threads of a one-dimensional block of exactly kThreads threads;
 // every thread receives the total (all warps reduce the partials in the same order, so they
 // agree bit for bit). `warp_sums` is __shared__ float[kThreads / 32]. Contains one

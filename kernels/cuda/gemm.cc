@@ -49,31 +49,31 @@ absl::Status Cublas(cublasStatus_t status, absl::string_view what) {
   return CublasStatusToStatus(static_cast<int>(status), what);
 }
 
-absl::Status CheckGemm(const GemmParams& p) {
+absl::Status CheckGemm(const GemmParams& p, absl::string_view op = kOp) {
   if (p.tokens < 0 || p.tokens > kMaxSize) {
     return absl::InvalidArgumentError(
-        absl::StrCat(kOp, ": tokens = ", p.tokens, " is outside [0, ", kMaxSize, "]"));
+        absl::StrCat(op, ": tokens = ", p.tokens, " is outside [0, ", kMaxSize, "]"));
   }
   for (const auto& [name, value] : {std::pair<absl::string_view, int64_t>{"rows", p.rows},
                                     std::pair<absl::string_view, int64_t>{"cols", p.cols}}) {
     if (value < 1 || value > kMaxSize) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kOp, ": ", name, " = ", value, " is outside [1, ", kMaxSize, "]"));
+          absl::StrCat(op, ": ", name, " = ", value, " is outside [1, ", kMaxSize, "]"));
     }
   }
   if (p.output != GemmOutput::kBf16 && p.output != GemmOutput::kF32) {
     return absl::InvalidArgumentError(
-        absl::StrCat(kOp, ": unknown output dtype ", static_cast<int>(p.output)));
+        absl::StrCat(op, ": unknown output dtype ", static_cast<int>(p.output)));
   }
   if (p.tokens == 0) return absl::OkStatus();
   const uint32_t y_elem = p.output == GemmOutput::kF32 ? 4 : 2;
   const std::tuple<absl::string_view, const void*, uint32_t> ptrs[] = {
       {"x", p.x, 2}, {"w", p.w, 2}, {"y", p.y, y_elem}};
   for (const auto& [name, ptr, elem] : ptrs) {
-    if (ptr == nullptr) return absl::InvalidArgumentError(absl::StrCat(kOp, ": ", name, " is null"));
+    if (ptr == nullptr) return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is null"));
     if (AlignmentOf(ptr) < elem) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kOp, ": ", name, " is not ", elem, "-byte aligned"));
+          absl::StrCat(op, ": ", name, " is not ", elem, "-byte aligned"));
     }
   }
   return absl::OkStatus();
@@ -254,6 +254,37 @@ void GemmHandle::set_small_batch_kernel(bool on) {
 
 bool GemmHandle::small_batch_kernel() const {
   return state_ != nullptr && state_->small_batch_kernel;
+}
+
+absl::Status GemmHandle::GemmSwiGlu(const GemmSwiGluParams& p, Stream stream) {
+  constexpr absl::string_view kSwiGluOp = "cuda::GemmHandle::GemmSwiGlu";
+  if (p.inter < 1 || p.inter > kMaxSize / 2) {
+    return absl::InvalidArgumentError(absl::StrCat(kSwiGluOp, ": inter = ", p.inter,
+                                                   " is outside [1, ", kMaxSize / 2, "]"));
+  }
+  // As Gemm checks its y, the fused path checks out (gate_up is the two-op path's, below).
+  RETURN_IF_ERROR(CheckGemm(
+      {p.x, p.w, p.out, GemmOutput::kBf16, p.tokens, 2 * p.inter, p.cols}, kSwiGluOp));
+  if (state_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(kSwiGluOp, ": the handle is empty (use GemmHandle::Create)"));
+  }
+  if (p.tokens == 0) return absl::OkStatus();
+  if (state_->small_batch_kernel && UsesFusedSwiGluKernel(p)) {
+    return CudaErrorToStatus(internal::LaunchSkinnyGemmSwiGlu(p, stream),
+                             absl::StrCat(kSwiGluOp, " (fused small-batch kernel) launch"));
+  }
+  if (p.gate_up == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kSwiGluOp, ": gate_up is null, and ", p.tokens, " tokens need the two-op path"));
+  }
+  RETURN_IF_ERROR(
+      Gemm({p.x, p.w, p.gate_up, GemmOutput::kBf16, p.tokens, 2 * p.inter, p.cols}, stream));
+  return SwiGlu({p.gate_up, p.out, p.tokens, p.inter}, stream);
+}
+
+bool GemmHandle::UsesFusedSwiGluKernel(const GemmSwiGluParams& p) {
+  return UsesSmallBatchKernel({p.x, p.w, p.out, GemmOutput::kBf16, p.tokens, 2 * p.inter, p.cols});
 }
 
 bool GemmHandle::UsesSmallBatchKernel(const GemmParams& p) {

@@ -22,6 +22,9 @@ int LaunchGatherRows(const GatherRowsParams& p, Stream stream);      // gather_r
 // cols % 8 == 0 and 16-byte aligned x and w (y aligned to its dtype).
 constexpr int64_t kSkinnyGemmMaxTokens = 8;
 int LaunchSkinnyGemm(const GemmParams& p, Stream stream);
+// The same kernel with the SwiGLU epilogue: each warp takes gate rows j, j + 1 and up rows
+// inter + j, inter + j + 1 and writes out[:, j..j+1] (same conditions, on x and w).
+int LaunchSkinnyGemmSwiGlu(const GemmSwiGluParams& p, Stream stream);
 
 // attention_internal.cc, which dispatches to the tensor-core or the CUDA-core kernel:
 // q_token_stride and max_seq_tokens resolved (non-zero).

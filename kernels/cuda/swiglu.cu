@@ -1,7 +1,7 @@
 // SwiGLU on the GPU: bf16 gate_up [tokens, 2 * inter] -> bf16 [tokens, inter].
 // A grid-stride loop over output elements (64-bit indices: tokens * inter can pass 2^31).
 // silu is torch's formula g / (1 + exp(-g)) in fp32 with the accurate expf (within 2 ulp; no
-// fast-math), so NaN and inf behave as in kernels::ref::SwiGlu; one rounding to bf16.
+// fast-math; SwiGluBf16), so NaN and inf behave as in kernels::ref::SwiGlu; one rounding.
 // Tested by tests/gpu/cuda_ops_test.cc.
 #include <cuda_runtime.h>
 
@@ -26,10 +26,7 @@ __global__ void SwiGluKernel(const uint16_t* __restrict__ gate_up, uint16_t* __r
     const int64_t t = idx / inter;
     const int64_t i = idx - t * inter;
     const uint16_t* row = gate_up + t * 2 * inter;
-    const float g = Bf16ToF32(row[i]);
-    const float u = Bf16ToF32(row[inter + i]);
-    const float silu = g / (1.0f + expf(-g));
-    out[idx] = F32ToBf16(silu * u);
+    out[idx] = SwiGluBf16(row[i], row[inter + i]);
   }
 }
 

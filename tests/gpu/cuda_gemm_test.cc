@@ -463,10 +463,114 @@ TEST(CudaHostChecks, GemmArgumentsAreCheckedBeforeTheHandle) {
   EXPECT_EQ(moved.Gemm(good, Stream{}).code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// ------------------------------ GemmSwiGlu ------------------------------
+// GemmSwiGlu against what it replaces, on the device: Gemm (bf16 y) into gate_up, then SwiGlu.
+// Bit for bit: the fused kernel sums each row exactly as the small-batch GEMM does and applies
+// the same SwiGLU function to the same bf16 roundings; the two-op path is those ops (each
+// checked against the CPU reference by its own cases). Odd inter leaves a warp one gate row.
+struct GemmSwiGluCase {
+  std::string name;
+  int64_t tokens, inter, cols;
+  bool small_batch_kernel = true;
+  bool nan_in_x = false;
+};
+void PrintTo(const GemmSwiGluCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<GemmSwiGluCase> GemmSwiGluCases() {
+  return {
+      {"fused_1tok_inter640", 1, 640, 512},        {"fused_2tok_inter1001", 2, 1001, 256},
+      {"fused_3tok_inter24", 3, 24, 4096},         {"fused_8tok_inter640", 8, 640, 512},
+      {"fused_5tok_nan_in_x", 5, 96, 256, true, true},
+      {"two_op_9tok_inter640", 9, 640, 512},       {"two_op_33tok_inter1001", 33, 1001, 256},
+      {"two_op_4tok_small_batch_off", 4, 640, 512, false},
+  };
+}
+
+using GemmSwiGluMatchesGemmThenSwiGlu = GpuCase<GemmSwiGluCase>;
+
+TEST_P(GemmSwiGluMatchesGemmThenSwiGlu, BitForBitWithGuards) {
+  const GemmSwiGluCase& c = GetParam();
+  GemmHandle* handle = SharedHandle();
+  ASSERT_NE(handle, nullptr) << "GemmHandle::Create failed";
+  handle->set_small_batch_kernel(c.small_batch_kernel);
+  std::mt19937 rng(SeedOf(c.name));
+  std::vector<uint16_t> x = HashedBf16(c.tokens * c.cols, rng(), 1.0f);
+  // Gate values of a few units, where silu is far from both linear and zero.
+  const std::vector<uint16_t> w =
+      HashedBf16(2 * c.inter * c.cols, rng(), 4.0f / std::sqrt(static_cast<float>(c.cols)));
+  if (c.nan_in_x) x[(c.tokens / 2) * c.cols + 3] = kBf16QNan;
+  ASSERT_OK_AND_ASSIGN(auto d_x, GuardedDevice<uint16_t>::Create(x));
+  ASSERT_OK_AND_ASSIGN(auto d_w, GuardedDevice<uint16_t>::Create(w));
+  const size_t n_out = static_cast<size_t>(c.tokens * c.inter);
+  ASSERT_OK_AND_ASSIGN(auto d_out, GuardedDevice<uint16_t>::Unwritten(n_out));
+  ASSERT_OK_AND_ASSIGN(auto d_gate_up, GuardedDevice<uint16_t>::Unwritten(2 * n_out));
+  ASSERT_OK_AND_ASSIGN(auto d_ref_gate_up, GuardedDevice<uint16_t>::Unwritten(2 * n_out));
+  ASSERT_OK_AND_ASSIGN(auto d_want, GuardedDevice<uint16_t>::Unwritten(n_out));
+
+  GemmSwiGluParams p{d_x.data(), d_w.data(), nullptr, d_out.data(), c.tokens, c.inter, c.cols};
+  const bool fused = c.small_batch_kernel && GemmHandle::UsesFusedSwiGluKernel(p);
+  ASSERT_EQ(fused, c.name.rfind("fused", 0) == 0)
+      << "the case does not run the path it is named for";
+  if (!fused) {
+    EXPECT_EQ(handle->GemmSwiGlu(p, Stream{}).code(), absl::StatusCode::kInvalidArgument)
+        << "the two-op path ran without gate_up";
+    p.gate_up = d_gate_up.data();
+  }
+  ASSERT_OK(handle->GemmSwiGlu(p, Stream{}));
+  ASSERT_OK(handle->Gemm({d_x.data(), d_w.data(), d_ref_gate_up.data(), GemmOutput::kBf16,
+                          c.tokens, 2 * c.inter, c.cols},
+                         Stream{}));
+  ASSERT_OK(SwiGlu({d_ref_gate_up.data(), d_want.data(), c.tokens, c.inter}, Stream{}));
+  ASSERT_OK(SynchronizeStream(Stream{}));
+
+  ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> got, d_out.Download());
+  ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> want, d_want.Download());
+  ASSERT_OK_AND_ASSIGN(std::vector<uint16_t> gate_up, d_gate_up.Download());
+  EXPECT_TRUE(d_out.GuardsIntact());
+  EXPECT_TRUE(d_gate_up.GuardsIntact());
+  for (size_t i = 0; i < n_out; ++i) {
+    ASSERT_NE(got[i], kBf16Unwritten) << "out[" << i << "] was not written";
+    ASSERT_EQ(got[i], want[i]) << "out[" << i / c.inter << ", " << i % c.inter << "]";
+  }
+  const bool gate_up_written =
+      std::any_of(gate_up.begin(), gate_up.end(), [](uint16_t v) { return v != kBf16Unwritten; });
+  EXPECT_EQ(gate_up_written, !fused) << "gate_up is the two-op path's scratch only";
+  if (c.nan_in_x) {
+    const int64_t bad = c.tokens / 2;
+    EXPECT_TRUE(IsNan(got[bad * c.inter])) << "NaN in x did not reach its token";
+    EXPECT_FALSE(IsNan(got[0])) << "NaN reached another token";
+  }
+  handle->set_small_batch_kernel(true);
+}
+INSTANTIATE_TEST_SUITE_P(CudaOps, GemmSwiGluMatchesGemmThenSwiGlu,
+                         ::testing::ValuesIn(GemmSwiGluCases()), NameOf<GemmSwiGluCase>);
+
+TEST(CudaHostChecks, GemmSwiGluRefusesBadArguments) {
+  GemmHandle empty;
+  const auto* some = reinterpret_cast<const uint16_t*>(uintptr_t{256});
+  auto* out = reinterpret_cast<uint16_t*>(uintptr_t{512});
+  const GemmSwiGluParams good{some, some, nullptr, out, 4, 64, 128};
+  constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+  GemmSwiGluParams p = good;
+  p.inter = 0;
+  EXPECT_EQ(empty.GemmSwiGlu(p, Stream{}).code(), kInvalid);
+  p = good;
+  p.inter = int64_t{1} << 30;
+  EXPECT_EQ(empty.GemmSwiGlu(p, Stream{}).code(), kInvalid);
+  p = good;
+  p.out = nullptr;
+  EXPECT_EQ(empty.GemmSwiGlu(p, Stream{}).code(), kInvalid);
+  p = good;
+  p.x = nullptr;
+  EXPECT_EQ(empty.GemmSwiGlu(p, Stream{}).code(), kInvalid);
+  EXPECT_EQ(empty.GemmSwiGlu(good, Stream{}).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 
 namespace gpu_test {
 size_t GemmCaseCount() { return GemmCases().size(); }
+size_t GemmSwiGluCaseCount() { return GemmSwiGluCases().size(); }
 }  // namespace gpu_test
 
 }  // namespace tpserve::kernels::cuda

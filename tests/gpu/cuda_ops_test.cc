@@ -622,6 +622,7 @@ std::map<std::string_view, size_t> TestedOps() {
       {"Embedding", EmbeddingCases().size()},   {"AddRmsNorm", AddRmsNormCases().size()},
       {"ApplyRope", RopeCases().size()},        {"SwiGlu", SwiGluCases().size()},
       {"WriteKvCache", KvCases().size()},       {"Gemm", GemmCaseCount()},
+      {"GemmSwiGlu", GemmSwiGluCaseCount()},
       {"PagedPrefillAttention", PrefillAttentionCaseCount()},
       {"PagedDecodeAttention", DecodeAttentionCaseCount()},
       {"SampleTokens", SampleTokensCaseCount()},

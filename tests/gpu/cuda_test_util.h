@@ -241,6 +241,7 @@ std::string NameOf(const ::testing::TestParamInfo<Case>& info) {
 // Case counts of the tables in cuda_gemm_test.cc and cuda_attention_test.cc, for the registry
 // check in cuda_ops_test.cc.
 size_t GemmCaseCount();
+size_t GemmSwiGluCaseCount();
 size_t RopeKvCaseCount();
 size_t PrefillAttentionCaseCount();
 size_t DecodeAttentionCaseCount();

@@ -311,8 +311,8 @@ TEST(CudaRankComputeGpu, AfterOpReportsTheOpsOfEagerStepsOnly) {
   EXPECT_EQ(ops.front(), "start");
   EXPECT_EQ(count("start"), 1);
   EXPECT_EQ(count("embedding"), 1);
-  for (const char* op : {"qkv GEMM", "rope + kv write", "attention", "o GEMM", "gate_up GEMM",
-                         "swiglu", "down GEMM"}) {
+  for (const char* op : {"qkv GEMM", "rope + kv write", "attention", "o GEMM",
+                         "gate_up GEMM + swiglu", "down GEMM"}) {
     EXPECT_EQ(count(op), c.num_layers) << op;
   }
   EXPECT_EQ(count("norms"), 2 * c.num_layers + 1);  // two per layer, then the final norm

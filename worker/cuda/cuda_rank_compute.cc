@@ -577,10 +577,11 @@ absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bo
     }
     RETURN_IF_ERROR(kc::AddRmsNorm({residual, delta, w.post_norm, normed, t, h_, eps}, s));
     AfterOp("norms");
-    RETURN_IF_ERROR(gemm_.Gemm(GemmArgs(normed, w.gate_up, gate_up_.data(), t, 2 * mlp_, h_), s));
-    AfterOp("gate_up GEMM");
-    RETURN_IF_ERROR(kc::SwiGlu({gate_up_.as<uint16_t>(), act_.as<uint16_t>(), t, mlp_}, s));
-    AfterOp("swiglu");
+    // One launch for decode batches (the small-batch GEMM with the SwiGLU epilogue), else the
+    // GEMM into gate_up_ and SwiGlu: the same bits either way.
+    RETURN_IF_ERROR(gemm_.GemmSwiGlu(
+        {normed, w.gate_up, gate_up_.as<uint16_t>(), act_.as<uint16_t>(), t, mlp_, h_}, s));
+    AfterOp("gate_up GEMM + swiglu");
     RETURN_IF_ERROR(gemm_.Gemm(GemmArgs(act_.data(), w.down, delta, t, h_, mlp_), s));
     AfterOp("down GEMM");
     if (tp_group_ != nullptr) {

@@ -35,7 +35,7 @@ struct CudaComputeOptions {
                                    // (grown on demand beyond, dropping captured graphs); >= 1
   // For profilers (bench/gpu's per-op breakdown): when set, called on the calling thread right
   // after each op is enqueued, with its category ("embedding", "norms", "qkv GEMM",
-  // "rope + kv write", "attention", "o GEMM", "all-reduce", "gate_up GEMM", "swiglu",
+  // "rope + kv write", "attention", "o GEMM", "all-reduce", "gate_up GEMM + swiglu",
   // "down GEMM"; Logits/Sample: "logits rows", "logits GEMM", "logits gather", "sampling") and
   // the compute's stream (a cudaStream_t), where an event recorded measures the op. "start"
   // comes first in each run of ops. Never called while a graph is captured; a replayed step
