@@ -57,11 +57,13 @@ std::vector<DecodeGemmTime> TimeDecodeGemms(const ModelConfig& c,
     const char* name;
     int64_t rows, cols;
     kc::GemmOutput output;
+    bool swiglu = false;  // GemmSwiGlu: fused kernel vs cuBLASLt + SwiGlu; y has rows / 2
   };
   const Shape shapes[] = {
       {"qkv", (c.num_heads + 2 * c.num_kv_heads) * d, h, kc::GemmOutput::kBf16},
       {"o", h, c.num_heads * d, kc::GemmOutput::kBf16},
       {"gate_up", 2 * int64_t{c.intermediate_size}, h, kc::GemmOutput::kBf16},
+      {"gate_up+swiglu", 2 * int64_t{c.intermediate_size}, h, kc::GemmOutput::kBf16, true},
       {"down", h, c.intermediate_size, kc::GemmOutput::kBf16},
       {"lm_head", c.vocab_size, h, kc::GemmOutput::kF32},
   };
@@ -86,11 +88,14 @@ std::vector<DecodeGemmTime> TimeDecodeGemms(const ModelConfig& c,
     }
     kc::DeviceBuffer x = Allocate(static_cast<size_t>(max_tokens * shape.cols) * 2, "x");
     Check(kc::CudaErrorToStatus(
-              FillRandomBf16(x.as<uint16_t>(), max_tokens * shape.cols, 99, 1.0f, stream),
-              "fill"),
+              FillRandomBf16(x.as<uint16_t>(), max_tokens * shape.cols, 99, 1.0f, stream), "fill"),
           "fill");
     const size_t y_elem = shape.output == kc::GemmOutput::kF32 ? 4 : 2;
-    kc::DeviceBuffer y = Allocate(static_cast<size_t>(max_tokens * shape.rows) * y_elem, "y");
+    const int64_t y_rows = shape.swiglu ? shape.rows / 2 : shape.rows;
+    kc::DeviceBuffer y = Allocate(static_cast<size_t>(max_tokens * y_rows) * y_elem, "y");
+    kc::DeviceBuffer gate_up;  // the two-op path's scratch
+    if (shape.swiglu)
+      gate_up = Allocate(static_cast<size_t>(max_tokens * shape.rows) * 2, "gate_up");
     for (const int64_t t : tokens) {
       DecodeGemmTime r;
       r.name = shape.name;
@@ -103,15 +108,23 @@ std::vector<DecodeGemmTime> TimeDecodeGemms(const ModelConfig& c,
         gemm.set_small_batch_kernel(small);
         size_t next = 0;
         auto enqueue = [&] {
-          const kc::GemmParams p{x.as<uint16_t>(), w[next++ % copies].as<uint16_t>(), y.data(),
-                                 shape.output, t, shape.rows, shape.cols};
+          const uint16_t* weights = w[next++ % copies].as<uint16_t>();
+          if (shape.swiglu) {
+            Check(gemm.GemmSwiGlu({x.as<uint16_t>(), weights, gate_up.as<uint16_t>(),
+                                   y.as<uint16_t>(), t, shape.rows / 2, shape.cols},
+                                  s),
+                  std::string("GemmSwiGlu ") + shape.name);
+            return;
+          }
+          const kc::GemmParams p{x.as<uint16_t>(), weights,   y.data(), shape.output, t,
+                                 shape.rows,       shape.cols};
           Check(gemm.Gemm(p, s), std::string("GEMM ") + shape.name);
         };
         (small ? r.small_batch_ms : r.cublaslt_ms) = MedianEventMs(stream, 3, 20, enqueue);
         next = 0;  // the same weights for both outputs
         enqueue();
         Check(kc::SynchronizeStream(s), "sync");
-        results[small ? 0 : 1] = Download(y, static_cast<size_t>(t * shape.rows), shape.output);
+        results[small ? 0 : 1] = Download(y, static_cast<size_t>(t * y_rows), shape.output);
       }
       for (size_t i = 0; i < results[0].size(); ++i) {
         r.max_abs_diff = std::max<double>(r.max_abs_diff, std::fabs(results[0][i] - results[1][i]));

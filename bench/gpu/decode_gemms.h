@@ -11,10 +11,11 @@
 namespace tpserve::bench::gpu {
 
 struct DecodeGemmTime {
-  std::string name;        // "qkv", "o", "gate_up", "down", "lm_head"
+  std::string name;        // "qkv", "o", "gate_up", "gate_up+swiglu", "down", "lm_head"
   int64_t tokens = 0, rows = 0, cols = 0;
-  double small_batch_ms = 0;  // median (CUDA events), kernels/cuda/gemm_skinny.cu
-  double cublaslt_ms = 0;     // median, cuBLASLt's heuristic choice
+  double small_batch_ms = 0;  // median (CUDA events), kernels/cuda/gemm_skinny.cu (fused with
+                              // SwiGLU for gate_up+swiglu: GemmSwiGlu)
+  double cublaslt_ms = 0;     // median, cuBLASLt's heuristic choice (then SwiGlu's kernel)
   double weight_bytes = 0;
   double max_abs_diff = 0;    // between the two outputs (fp32 of the results)
 };
