@@ -78,7 +78,12 @@ Fiber* current = nullptr;
 Block* block = nullptr;
 std::vector<std::unique_ptr<Fiber>> fibers;  // reused across blocks and launches
 std::vector<unsigned char> shared_memory;
-std::mt19937 order_rng(20261201u);
+// The run order's seed: fixed, so that a failure repeats; TPSERVE_CUDA_EMULATOR_SEED picks
+// another order (a barrier bug that one order hides, another may show).
+std::mt19937 order_rng([] {
+  const char* env = std::getenv("TPSERVE_CUDA_EMULATOR_SEED");
+  return env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : 20261201u;
+}());
 
 [[noreturn]] void Fail(const char* what) {
   std::fprintf(stderr,
