@@ -51,6 +51,15 @@ __global__ void MissingBarrierKernel(uint32_t* out) {
   out[t] = slots[(t + 1) % blockDim.x];
 }
 
+// Reads its static shared array before writing it: every block must see unwritten memory,
+// not the previous block's values.
+__global__ void StaticSharedReadBeforeWriteKernel(uint32_t* out) {
+  __shared__ uint32_t slots[32];
+  out[blockIdx.x * 32 + threadIdx.x] = slots[threadIdx.x];
+  __syncthreads();
+  slots[threadIdx.x] = 5;
+}
+
 __global__ void ShuffleKernel(int* xor_out, int* up_out, int* any_out) {
   const int lane = static_cast<int>(threadIdx.x % 32);
   int v = lane * 10;
@@ -114,6 +123,14 @@ TEST(CudaEmulatorTest, AMissingBarrierReadsUnwrittenSharedMemory) {
   int unwritten = 0;
   for (uint32_t v : out) unwritten += v == kPoison;
   EXPECT_GT(unwritten, 0) << "threads ran in lockstep: a missing barrier would go unseen";
+  cudaFree(d_out);
+}
+
+TEST(CudaEmulatorTest, EveryBlockStartsWithUnwrittenStaticSharedMemory) {
+  uint32_t* d_out = DeviceArray<uint32_t>(3 * 32);
+  ::tpserve::cuda_emulator::Launch(StaticSharedReadBeforeWriteKernel, dim3(3), dim3(32), 0,
+                                   nullptr, d_out);
+  for (uint32_t v : ToHost(d_out, 3 * 32)) EXPECT_EQ(v, kPoison);
   cudaFree(d_out);
 }
 

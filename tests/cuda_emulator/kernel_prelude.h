@@ -32,8 +32,10 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 // Static storage: the blocks of a grid run one after another on one host thread, so one copy
-// per kernel instantiation is the block's. (Dynamic shared memory: DynamicShared().)
-#define __shared__ static
+// per kernel instantiation is the block's. All of them share one section, which the scheduler
+// fills with 0xff bytes before each block (a read before the block's write shows as a NaN).
+// (Dynamic shared memory: DynamicShared().)
+#define __shared__ static __attribute__((section("tpserve_emulated_shared")))
 
 #define threadIdx (::tpserve::cuda_emulator::ThreadIdx())
 #define blockIdx (::tpserve::cuda_emulator::BlockIdx())

@@ -19,6 +19,11 @@
 #include "tests/cuda_emulator/fiber_context.h"
 #include "tests/cuda_emulator/warp_matrix.h"
 
+// The bounds of the section holding every kernel's static __shared__ arrays
+// (kernel_prelude.h), from the linker; weak: a program without kernels has no such section.
+extern "C" unsigned char __start_tpserve_emulated_shared[] __attribute__((weak));
+extern "C" unsigned char __stop_tpserve_emulated_shared[] __attribute__((weak));
+
 namespace tpserve::cuda_emulator {
 namespace {
 
@@ -408,6 +413,10 @@ void RunGrid(const LaunchShape& shape, const std::function<void()>& body) {
     }
     std::shuffle(b.order.begin(), b.order.end(), order_rng);
     if (shape.shared_bytes > 0) std::memset(b.shared, 0xff, shape.shared_bytes);
+    if (__start_tpserve_emulated_shared != nullptr) {
+      std::memset(__start_tpserve_emulated_shared, 0xff,
+                  __stop_tpserve_emulated_shared - __start_tpserve_emulated_shared);
+    }
     RunBlock(b);
   }
 }
