@@ -18,6 +18,7 @@ __device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
 }
 
 __global__ void FillKernel(uint16_t* dst, size_t n, uint64_t seed, float scale) {
+  kernels::cuda::internal::WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const size_t step = static_cast<size_t>(gridDim.x) * blockDim.x;
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
     const uint64_t h = SplitMix64(seed ^ SplitMix64(i));

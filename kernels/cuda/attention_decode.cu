@@ -25,7 +25,6 @@
 // Tested by tests/gpu/cuda_attention_test.cc against kernels::ref::PagedAttention.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "kernels/cuda/attention_common.cuh"
@@ -53,6 +52,7 @@ struct DecodeArgs : AttentionArgs {
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(const DecodeArgs a) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   constexpr int kLanesPerKey = D / 8;                 // 16-byte pieces per key row
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   constexpr int kKeysPerPass = kKeysPerWarp * kWarps;
@@ -256,6 +256,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(const DecodeAr
 
 template <int D>
 __global__ void __launch_bounds__(D) MergeSplitsKernel(const DecodeArgs a) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int64_t h = blockIdx.x;
   const int64_t s = blockIdx.y;
   const int d = static_cast<int>(threadIdx.x);
@@ -287,29 +288,6 @@ int Launch(const DecodeArgs& args, int64_t num_seqs, cudaStream_t stream) {
 }
 
 }  // namespace
-
-int CurrentDeviceMultiprocessors() {
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  // Cached per device: the query is cheap but not free, and decode runs every step.
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached[kMaxDevices] = {};  // 0 = not read yet
-  const bool cacheable = device >= 0 && device < kMaxDevices;
-  if (cacheable) {
-    const int count = cached[device].load(std::memory_order_relaxed);
-    if (count > 0) return count;
-  }
-  int count = 0;
-  if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  if (cacheable) cached[device].store(count, std::memory_order_relaxed);
-  return count;
-}
 
 int LaunchPagedDecodeAttention(const DecodeAttentionParams& p, int splits, Stream stream) {
   const PagedAttentionParams& attn = p.attn;

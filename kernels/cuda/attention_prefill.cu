@@ -279,6 +279,7 @@ __device__ void PrefillTile(const PrefillArgs& a, const SeqView& seq, int h, int
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(const PrefillArgs a) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   float4* smem_f4 = DynamicShared<float4>();
   using S = PrefillSmem<D>;
   float* q_s = reinterpret_cast<float*>(smem_f4);

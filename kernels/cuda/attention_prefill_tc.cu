@@ -537,6 +537,7 @@ __device__ void PrefillTileTc(const TcArgs& a, const SeqView& seq, int h, int ro
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) PrefillAttentionTcKernel(const TcArgs a) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   uint8_t* smem = DynamicShared<uint8_t>();
 
   ForEachPrefillTile<D, kBlockM>(a, [&](const SeqView& seq, int h, int row0, int rows) {

@@ -221,6 +221,24 @@ int64_t DecodeAttentionWorkspaceBytes(int64_t num_seqs, int64_t q_heads, int64_t
 // pointer when rows > 0.
 [[nodiscard]] absl::Status GatherRows(const GatherRowsParams& p, Stream stream);
 
+// Programmatic dependent launch (Hopper, sm_90, and later): while one of these lives with
+// `on`, every kernel of kernels/cuda that this thread enqueues is launched so that it may begin
+// while the kernel before it in the stream is finishing (its launch overlaps that kernel's
+// tail); each kernel waits for its predecessor to complete (griddepcontrol.wait) before it
+// touches memory, so results are the same bits as without. Ignored on older devices. Nests:
+// the destructor restores the setting it found. Kernels of other libraries (cuBLASLt, NCCL)
+// launch as they always do.
+class ScopedProgrammaticLaunch {
+ public:
+  explicit ScopedProgrammaticLaunch(bool on);
+  ~ScopedProgrammaticLaunch();
+  ScopedProgrammaticLaunch(const ScopedProgrammaticLaunch&) = delete;
+  ScopedProgrammaticLaunch& operator=(const ScopedProgrammaticLaunch&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // The registry of the CUDA ops above: one entry per public op, in declaration order. The
 // backend-ops test checks that it has cases for every name here, so an op added to this
 // header and to the table (kernels/cuda/cuda_ops.cc) without a test case fails the test.

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "kernels/cuda/cuda_types.h"
+#include "kernels/cuda/launch.h"
 
 namespace tpserve::kernels::cuda::internal {
 
@@ -68,18 +69,45 @@ cudaError_t SetKernelAttribute(Kernel* kernel, cudaFuncAttribute attribute, int 
   return err;
 }
 
-// kernel<<<grid, block, shared_bytes, stream>>>(args...). Every launch of kernels/cuda goes
-// through here and every dynamic shared-memory array through DynamicShared, so that the CUDA
-// emulator's build (TPSERVE_CUDA_EMULATION, tests/cuda_emulator: these files compiled as host
-// C++ with its kernel_prelude.h force-included) can run the kernels on the host.
+// kernel<<<grid, block, shared_bytes, stream>>>(args...), as a programmatic dependent launch
+// where this thread asked for one (ScopedProgrammaticLaunch; every kernel then starts with
+// WaitForPriorGrids). Every launch of kernels/cuda goes through here and every dynamic
+// shared-memory array through DynamicShared, so that the CUDA emulator's build
+// (TPSERVE_CUDA_EMULATION, tests/cuda_emulator: these files compiled as host C++ with its
+// kernel_prelude.h force-included) can run the kernels on the host.
 template <typename... Params, typename... Args>
 void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
                   cudaStream_t stream, Args&&... args) {
 #ifdef TPSERVE_CUDA_EMULATION
   ::tpserve::cuda_emulator::Launch(kernel, grid, block, shared_bytes, stream,
-                                   std::forward<Args>(args)...);
+                                   ProgrammaticLaunchRequested(), std::forward<Args>(args)...);
 #else
+  if (ProgrammaticLaunchRequested()) {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);  // cudaGetLastError
+    return;
+  }
   kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+#endif
+}
+
+// The first statement of every kernel: under a programmatic dependent launch, waits until the
+// kernel before it in the stream has completed and its writes are visible; otherwise (or
+// before sm_90) it does nothing.
+__device__ __forceinline__ void WaitForPriorGrids() {
+#ifdef TPSERVE_CUDA_EMULATION
+  ::tpserve::cuda_emulator::WaitForPriorGrids();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
 

@@ -17,6 +17,7 @@ constexpr int kThreads = 256;
 __global__ void EmbeddingKernel(const int32_t* __restrict__ ids,
                                 const uint16_t* __restrict__ table, int64_t vocab,
                                 int64_t hidden, float* __restrict__ out) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int64_t t = blockIdx.x;
   const int32_t id = ids[t];
   float* dst = out + t * hidden;

@@ -21,6 +21,7 @@ constexpr int kThreads = 256;
 __global__ void GatherRowsKernel(const uint16_t* __restrict__ src,
                                  const int32_t* __restrict__ indices, int64_t src_rows,
                                  int64_t dim, uint16_t* __restrict__ out) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int64_t i = blockIdx.x;
   const int32_t row = indices[i];
   uint16_t* to = out + i * dim;

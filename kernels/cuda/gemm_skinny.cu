@@ -61,6 +61,7 @@ template <int kTokens, typename Out, bool kSwiGlu>
 __global__ void __launch_bounds__(kWarps * 32)
     SkinnyGemmKernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ w,
                      Out* __restrict__ y, int64_t rows, int64_t cols) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int64_t warp_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;

@@ -20,6 +20,7 @@ __global__ void WriteKvCacheKernel(const uint16_t* __restrict__ k, const uint16_
                                    const int64_t* __restrict__ slots,
                                    uint16_t* __restrict__ cache_k, uint16_t* __restrict__ cache_v,
                                    int64_t num_slots, int64_t row) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int64_t t = blockIdx.x;
   CopyTokenToCache(k + t * k_stride, v + t * v_stride, slots[t], cache_k, cache_v, num_slots,
                    row);

@@ -32,9 +32,11 @@ int LaunchPagedPrefillAttention(const PagedAttentionParams& p, Stream stream);
 // attention_decode.cu: q_token_stride resolved, `splits` in [1, kMaxDecodeSplits] chosen by
 // ChooseDecodeSplits and backed by p.workspace when > 1.
 int LaunchPagedDecodeAttention(const DecodeAttentionParams& p, int splits, Stream stream);
-// attention_decode.cu: the current device's multiprocessor count (cached per device), or 0
-// when it cannot be read.
+// device_query.cc: the current device's multiprocessor count (cached per device), or 0 when
+// it cannot be read; and whether this thread's launches are to be programmatic dependent ones
+// (a live ScopedProgrammaticLaunch(true) and an sm_90 or later device).
 int CurrentDeviceMultiprocessors();
+bool ProgrammaticLaunchRequested();
 
 // The number of key ranges each decode sequence is split into (cuda_ops.cc; pure, so that the
 // host tests can check it). `requested` > 0 asks for that many; 0 chooses: enough blocks

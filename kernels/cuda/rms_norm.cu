@@ -21,6 +21,7 @@ constexpr int kThreads = 256;
 __global__ void AddRmsNormKernel(float* __restrict__ residual, const uint16_t* __restrict__ delta,
                                  const uint16_t* __restrict__ weight, uint16_t* __restrict__ out,
                                  int64_t dim, float eps) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   __shared__ float warp_sums[kThreads / 32];
   const int64_t t = blockIdx.x;
   float* x = residual + t * dim;

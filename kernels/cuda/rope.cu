@@ -19,6 +19,7 @@ __global__ void RopeKernel(uint16_t* __restrict__ x, int64_t heads, int64_t head
                            int64_t token_stride, const int32_t* __restrict__ positions,
                            const float* __restrict__ cos_table,
                            const float* __restrict__ sin_table, int64_t max_positions) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int64_t t = blockIdx.x;
   RotateTokenRow(x + t * token_stride, heads, head_dim, positions[t], cos_table, sin_table,
                  max_positions);
@@ -36,6 +37,7 @@ __global__ void RopeAndWriteKvKernel(uint16_t* x, int64_t heads, int64_t head_di
                                      int64_t v_stride, const int64_t* __restrict__ slots,
                                      uint16_t* cache_k, uint16_t* cache_v, int64_t num_slots,
                                      int64_t row) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int64_t t = blockIdx.x;
   RotateTokenRow(x + t * token_stride, heads, head_dim, positions[t], cos_table, sin_table,
                  max_positions);

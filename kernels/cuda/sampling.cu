@@ -239,6 +239,7 @@ __device__ int SampleRow(float* w, int64_t vocab, const SamplingRow& prm, Scratc
 }
 
 __global__ void __launch_bounds__(kThreads) SampleTokensKernel(SampleTokensParams p) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   __shared__ Scratch sh;
   const int tid = static_cast<int>(threadIdx.x);
   const int64_t r = blockIdx.x;

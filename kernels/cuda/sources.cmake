@@ -7,6 +7,7 @@ set(TPSERVE_KERNELS_CUDA_SOURCES
   attention_prefill_tc.cu
   cuda_ops.cc
   cuda_status.cc
+  device_query.cc
   device_runtime.cc
   embedding.cu
   gather_rows.cu

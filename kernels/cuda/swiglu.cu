@@ -19,6 +19,7 @@ constexpr int64_t kMaxBlocks = int64_t{1} << 20;
 
 __global__ void SwiGluKernel(const uint16_t* __restrict__ gate_up, uint16_t* __restrict__ out,
                              int64_t tokens, int64_t inter) {
+  WaitForPriorGrids();  // first: before any memory access (LaunchKernel)
   const int64_t total = tokens * inter;
   const int64_t step = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < total;

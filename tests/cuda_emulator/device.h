@@ -44,6 +44,9 @@ void* SharedPointer(uint32_t address, size_t bytes);
 // cp.async: a copy of 16 bytes that lands when this thread waits for it (not before).
 void CpAsync16(uint32_t shared_dst, const void* global_src);
 void CpAsyncWaitAll();
+// griddepcontrol.wait: the emulator runs grids in turn, so it only notes that the thread
+// waited (a programmatic launch checks that every thread of its kernel did).
+void WaitForPriorGrids();
 // ldmatrix .m8n8.x4 (.trans) and mma .m16n8k16 bf16 -> f32 of the calling lane's warp.
 void LdMatrixX4(uint32_t (&r)[4], uint32_t shared_address, bool trans);
 void MmaM16N8K16Bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
@@ -55,6 +58,7 @@ struct LaunchShape {
   dim3 block;
   size_t shared_bytes = 0;
   const void* kernel = nullptr;
+  bool programmatic = false;  // a programmatic dependent launch: every thread must wait first
 };
 cudaError_t EnqueueKernel(const LaunchShape& shape, cudaStream_t stream,
                           std::function<void()> body);
@@ -63,11 +67,12 @@ cudaError_t EnqueueKernel(const LaunchShape& shape, cudaStream_t stream,
 // kernel's parameter types and kept by value, as a launch (and a graph's kernel node) does.
 template <typename... Params, typename... Args>
 void Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
-            cudaStream_t stream, Args&&... args) {
+            cudaStream_t stream, bool programmatic, Args&&... args) {
   std::tuple<std::decay_t<Params>...> bound(std::forward<Args>(args)...);
   std::function<void()> body = [kernel, bound] { std::apply(kernel, bound); };
-  (void)EnqueueKernel({grid, block, shared_bytes, reinterpret_cast<const void*>(kernel)},
-                      stream, std::move(body));
+  (void)EnqueueKernel(
+      {grid, block, shared_bytes, reinterpret_cast<const void*>(kernel), programmatic}, stream,
+      std::move(body));
 }
 
 }  // namespace tpserve::cuda_emulator

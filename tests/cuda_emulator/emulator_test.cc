@@ -83,7 +83,14 @@ __global__ void BarrierAgainstShuffleKernel(int* out) {
 
 __global__ void WriteKernel(float* out, float value) { out[threadIdx.x] = value; }
 
-__global__ void AddOneKernel(const float* in, float* out) { out[threadIdx.x] = in[threadIdx.x] + 1; }
+__global__ void WaitingWriteKernel(float* out, float value) {
+  ::tpserve::cuda_emulator::WaitForPriorGrids();
+  out[threadIdx.x] = value;
+}
+
+__global__ void AddOneKernel(const float* in, float* out) {
+  out[threadIdx.x] = in[threadIdx.x] + 1;
+}
 
 __global__ void CpAsyncKernel(const uint32_t* src, uint32_t* before, uint32_t* after) {
   uint8_t* smem = static_cast<uint8_t*>(::tpserve::cuda_emulator::DynamicShared());
@@ -103,7 +110,8 @@ TEST(CudaEmulatorTest, BarriersGiveTheBlockReduction) {
   int* d_in = DeviceArray<int>(in.size());
   int* d_out = DeviceArray<int>(4);
   ASSERT_EQ(cudaMemcpy(d_in, in.data(), in.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-  ::tpserve::cuda_emulator::Launch(BlockSumKernel, dim3(4), dim3(256), 0, nullptr, d_in, d_out);
+  ::tpserve::cuda_emulator::Launch(BlockSumKernel, dim3(4), dim3(256), 0, nullptr, false, d_in,
+                                   d_out);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   const std::vector<int> out = ToHost(d_out, 4);
   for (int b = 0; b < 4; ++b) {
@@ -117,7 +125,7 @@ TEST(CudaEmulatorTest, BarriersGiveTheBlockReduction) {
 
 TEST(CudaEmulatorTest, AMissingBarrierReadsUnwrittenSharedMemory) {
   uint32_t* d_out = DeviceArray<uint32_t>(64);
-  ::tpserve::cuda_emulator::Launch(MissingBarrierKernel, dim3(1), dim3(64), 64 * 4, nullptr,
+  ::tpserve::cuda_emulator::Launch(MissingBarrierKernel, dim3(1), dim3(64), 64 * 4, nullptr, false,
                                    d_out);
   const std::vector<uint32_t> out = ToHost(d_out, 64);
   int unwritten = 0;
@@ -128,8 +136,8 @@ TEST(CudaEmulatorTest, AMissingBarrierReadsUnwrittenSharedMemory) {
 
 TEST(CudaEmulatorTest, EveryBlockStartsWithUnwrittenStaticSharedMemory) {
   uint32_t* d_out = DeviceArray<uint32_t>(3 * 32);
-  ::tpserve::cuda_emulator::Launch(StaticSharedReadBeforeWriteKernel, dim3(3), dim3(32), 0,
-                                   nullptr, d_out);
+  ::tpserve::cuda_emulator::Launch(StaticSharedReadBeforeWriteKernel, dim3(3), dim3(32), 0, nullptr,
+                                   false, d_out);
   for (uint32_t v : ToHost(d_out, 3 * 32)) EXPECT_EQ(v, kPoison);
   cudaFree(d_out);
 }
@@ -138,7 +146,7 @@ TEST(CudaEmulatorTest, ShufflesAndSyncthreadsOrFollowCuda) {
   int* d_xor = DeviceArray<int>(64);
   int* d_up = DeviceArray<int>(64);
   int* d_any = DeviceArray<int>(64);
-  ::tpserve::cuda_emulator::Launch(ShuffleKernel, dim3(1), dim3(64), 0, nullptr, d_xor, d_up,
+  ::tpserve::cuda_emulator::Launch(ShuffleKernel, dim3(1), dim3(64), 0, nullptr, false, d_xor, d_up,
                                    d_any);
   const std::vector<int> x = ToHost(d_xor, 64), up = ToHost(d_up, 64), any = ToHost(d_any, 64);
   for (int t = 0; t < 64; ++t) {
@@ -158,7 +166,7 @@ TEST(CudaEmulatorDeathTest, AShuffleWithAnExitedLaneAborts) {
   EXPECT_DEATH(
       {
         ::tpserve::cuda_emulator::Launch(LaneSkipsShuffleKernel, dim3(1), dim3(32), 0, nullptr,
-                                         d_out);
+                                         false, d_out);
         cudaDeviceSynchronize();
       },
       "names a lane that exited");
@@ -170,24 +178,41 @@ TEST(CudaEmulatorDeathTest, ABarrierNotReachedByAllAborts) {
   int* d_out = DeviceArray<int>(32);
   EXPECT_DEATH(
       {
-        ::tpserve::cuda_emulator::Launch(BarrierAgainstShuffleKernel, dim3(1), dim3(32), 0,
-                                         nullptr, d_out);
+        ::tpserve::cuda_emulator::Launch(BarrierAgainstShuffleKernel, dim3(1), dim3(32), 0, nullptr,
+                                         false, d_out);
         cudaDeviceSynchronize();
       },
       "deadlock");
   cudaFree(d_out);
 }
 
+TEST(CudaEmulatorDeathTest, AProgrammaticLaunchOfAKernelThatNeverWaitsAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  float* d = DeviceArray<float>(32);
+  ::tpserve::cuda_emulator::Launch(WaitingWriteKernel, dim3(2), dim3(32), 0, nullptr, true, d,
+                                   3.0f);
+  EXPECT_EQ(ToHost(d, 32)[31], 3.0f);
+  EXPECT_DEATH(
+      {
+        ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(32), 0, nullptr, true, d, 1.0f);
+        cudaDeviceSynchronize();
+      },
+      "never called WaitForPriorGrids");
+  cudaFree(d);
+}
+
 TEST(CudaEmulatorTest, LaunchConfigurationsAreCheckedAsCudaDoes) {
   float* d = DeviceArray<float>(1024);
-  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(1025), 0, nullptr, d, 1.0f);
+  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(1025), 0, nullptr, false, d, 1.0f);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
-  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(32), 64 * 1024, nullptr, d, 1.0f);
+  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(32), 64 * 1024, nullptr, false, d,
+                                   1.0f);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue) << "over 48 KiB without the opt-in";
   ASSERT_EQ(cudaFuncSetAttribute(reinterpret_cast<const void*>(WriteKernel),
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
             cudaSuccess);
-  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(32), 64 * 1024, nullptr, d, 1.0f);
+  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(32), 64 * 1024, nullptr, false, d,
+                                   1.0f);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_EQ(cudaFuncSetAttribute(reinterpret_cast<const void*>(WriteKernel),
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024),
@@ -204,7 +229,7 @@ TEST(CudaEmulatorTest, WorkWaitsForTheHostsSynchronisation) {
   std::fill(h, h + 32, 0.0f);
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
-  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(32), 0, s, d, 7.0f);
+  ::tpserve::cuda_emulator::Launch(WriteKernel, dim3(1), dim3(32), 0, s, false, d, 7.0f);
   ASSERT_EQ(cudaMemcpyAsync(h, d, 32 * 4, cudaMemcpyDeviceToHost, s), cudaSuccess);
   EXPECT_EQ(h[0], 0.0f) << "a pinned copy landed before the host synchronised";
   ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
@@ -221,7 +246,7 @@ TEST(CudaEmulatorTest, CpAsyncLandsAtTheWait) {
   uint32_t* d_before = DeviceArray<uint32_t>(32);
   uint32_t* d_after = DeviceArray<uint32_t>(32);
   ASSERT_EQ(cudaMemcpy(d_src, src.data(), src.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-  ::tpserve::cuda_emulator::Launch(CpAsyncKernel, dim3(1), dim3(32), 32 * 16, nullptr, d_src,
+  ::tpserve::cuda_emulator::Launch(CpAsyncKernel, dim3(1), dim3(32), 32 * 16, nullptr, false, d_src,
                                    d_before, d_after);
   const std::vector<uint32_t> before = ToHost(d_before, 32), after = ToHost(d_after, 32);
   for (uint32_t t = 0; t < 32; ++t) {
@@ -245,7 +270,7 @@ TEST(CudaEmulatorTest, AGraphReplaysItsArgumentsWithThePinnedMemorysCurrentConte
 
   ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
   ASSERT_EQ(cudaMemcpyAsync(d_in, h_in, 32 * 4, cudaMemcpyHostToDevice, s), cudaSuccess);
-  ::tpserve::cuda_emulator::Launch(AddOneKernel, dim3(1), dim3(32), 0, s, d_in, d_out);
+  ::tpserve::cuda_emulator::Launch(AddOneKernel, dim3(1), dim3(32), 0, s, false, d_in, d_out);
   ASSERT_EQ(cudaMemcpyAsync(h_out, d_out, 32 * 4, cudaMemcpyDeviceToHost, s), cudaSuccess);
   void* refused = nullptr;
   cudaGraph_t graph = nullptr;

@@ -62,6 +62,7 @@ struct Fiber {
   uint64_t in[10] = {};
   uint64_t out[4] = {};
   std::vector<PendingCopy> copies;  // cp.async not yet waited for
+  bool waited_for_prior_grids = false;
 };
 
 struct Block {
@@ -75,6 +76,7 @@ struct Block {
   std::vector<Fiber*> order;  // the run order of this block
   unsigned char* shared = nullptr;
   size_t shared_bytes = 0;
+  bool programmatic = false;
 };
 
 // One grid runs at a time per process (Executor serialises them); these belong to it.
@@ -131,6 +133,9 @@ void FiberMain() {
   for (;;) {
     Fiber& f = Current();
     (*block->body)();
+    if (block->programmatic && !f.waited_for_prior_grids) {
+      Fail("a kernel under a programmatic dependent launch never called WaitForPriorGrids");
+    }
     FinishCopies(f);
     f.wait = Wait::kExited;
     --block->live;
@@ -356,6 +361,8 @@ void CpAsync16(uint32_t shared_dst, const void* global_src) {
 
 void CpAsyncWaitAll() { FinishCopies(Current()); }
 
+void WaitForPriorGrids() { Current().waited_for_prior_grids = true; }
+
 void LdMatrixX4(uint32_t (&r)[4], uint32_t shared_address, bool trans) {
   Fiber& f = Current();
   f.in[0] = shared_address;
@@ -388,6 +395,7 @@ void RunGrid(const LaunchShape& shape, const std::function<void()>& body) {
   b.threads = threads;
   b.shared = shared_memory.data();
   b.shared_bytes = shape.shared_bytes;
+  b.programmatic = shape.programmatic;
   for (int t = 0; t < threads; ++t) {
     Fiber* f = fibers[t].get();
     f->tid = t;
@@ -410,6 +418,7 @@ void RunGrid(const LaunchShape& shape, const std::function<void()>& body) {
     for (Fiber* f : b.by_tid) {
       f->wait = Wait::kRunnable;
       f->copies.clear();
+      f->waited_for_prior_grids = false;
     }
     std::shuffle(b.order.begin(), b.order.end(), order_rng);
     if (shape.shared_bytes > 0) std::memset(b.shared, 0xff, shape.shared_bytes);

@@ -180,10 +180,12 @@ inline std::unique_ptr<RankCompute> Cpu(const ModelConfig& c, const Layout& l) {
 
 inline std::unique_ptr<RankCompute> Cuda(
     const ModelConfig& c, const Layout& l, bool graphs = true,
-    std::function<void(const char* op, void* stream)> after_op = {}) {
+    std::function<void(const char* op, void* stream)> after_op = {},
+    bool programmatic_launch = false) {
   CudaComputeOptions o;
   o.graphs = graphs;
   o.after_op = std::move(after_op);
+  o.programmatic_launch = programmatic_launch;
   o.max_step_tokens = 128;  // the prefill below (106 rows) fits; decode buckets too
   absl::StatusOr<std::unique_ptr<RankCompute>> r =
       CreateCudaRankCompute(c, l, MakeShardWeights(c, l), nullptr, o);

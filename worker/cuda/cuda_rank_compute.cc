@@ -500,6 +500,7 @@ absl::Status CudaRankComputeImpl::AllocateKvCache(int64_t num_blocks, int64_t bl
 
 absl::Status CudaRankComputeImpl::EnqueueStep(int64_t rows, int64_t num_seqs, bool decode,
                                               int64_t max_seq_tokens) {
+  const kc::ScopedProgrammaticLaunch programmatic(options_.programmatic_launch);
   const kc::Stream s = stream();
   const int64_t t = rows;
   const float eps = config_.rms_norm_eps;
@@ -786,6 +787,7 @@ absl::Status CudaRankComputeImpl::ConnectStages(DeviceCommunicator* from_previou
 }
 
 absl::Status CudaRankComputeImpl::DeviceLogits(std::span<const int64_t> rows) {
+  const kc::ScopedProgrammaticLaunch programmatic(options_.programmatic_launch);
   if (!layout_.last_stage()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "logits on stage ", layout_.stage, " of ", layout_.pp,
@@ -878,6 +880,7 @@ absl::Status CudaRankComputeImpl::Logits(std::span<const int64_t> rows,
 
 absl::Status CudaRankComputeImpl::Sample(std::span<const SampleRow> rows,
                                          std::vector<SampledToken>* out) {
+  const kc::ScopedProgrammaticLaunch programmatic(options_.programmatic_launch);
   const int64_t n = static_cast<int64_t>(rows.size());
   int64_t top_n = 0, num_seen = 0;
   for (const SampleRow& r : rows) {

@@ -33,6 +33,10 @@ struct CudaComputeOptions {
   bool graphs = true;              // capture decode steps into CUDA graphs per batch bucket
   int64_t max_step_tokens = 4096;  // scratch reserved for this many rows per step at creation
                                    // (grown on demand beyond, dropping captured graphs); >= 1
+  // Launch kernels/cuda's kernels as programmatic dependent launches (sm_90 and later; see
+  // kernels::cuda::ScopedProgrammaticLaunch): each kernel's launch overlaps the tail of the one
+  // before it. Same bits either way; off until a GPU run of bench/gpu measures it.
+  bool programmatic_launch = false;
   // For profilers (bench/gpu's per-op breakdown): when set, called on the calling thread right
   // after each op is enqueued, with its category ("embedding", "norms", "qkv GEMM",
   // "rope + kv write", "attention", "o GEMM", "all-reduce", "gate_up GEMM + swiglu",
