@@ -22,7 +22,9 @@
 //     way, see cuda_rank_compute.cc);
 //  5. per-op device time of one step (an event after every op, through
 //     CudaComputeOptions::after_op of the graphs-off compute) for decode batch 1 and 64 and
-//     the 2048-token prefill: where the time of a step goes;
+//     the 2048-token prefill: where the time of a step goes; then decode at batch 1 and 64
+//     with graphs on a third compute with CudaComputeOptions::programmatic_launch (off by
+//     default until this row shows it pays; its errors are failure lines, not fatal);
 //  6. device memory of the compute: weights, KV cache, the rest;
 //  7. prefill attention alone (bench/gpu/attention_kernels.cc): one layer of a 2048-token
 //     causal prompt through the tensor-core kernel and the CUDA-core kernel, in TFLOP/s;
@@ -474,6 +476,39 @@ int Main(int argc, char** argv) {
       breakdowns.push_back({Describe(shape), recorder.Record(step)});
     }
     if (breakdown) Progress("per-op breakdown measured");
+  }
+  // 4b. Programmatic dependent launch (CudaComputeOptions::programmatic_launch, off by
+  //     default): the graph decode steps of batch 1 and 64 again on a third compute. Not fatal:
+  //     an error here becomes a failure line and the other tables still print.
+  {
+    CudaComputeOptions options;
+    options.memory_fraction = 0.9;
+    options.programmatic_launch = true;
+    absl::StatusOr<std::unique_ptr<RankCompute>> pdl =
+        CreateCudaRankCompute(config, layout, *weights, nullptr, options);
+    absl::Status status = pdl.status();
+    const int64_t pdl_blocks = MaxBlocks(eager_decodes);
+    if (status.ok()) status = (*pdl)->AllocateKvCache(pdl_blocks, kBlockSize);
+    const std::vector<int32_t> pool = BlockPool(pdl_blocks, pdl_blocks);
+    for (const StepShape& d : eager_decodes) {
+      if (!status.ok()) break;
+      absl::StatusOr<StepTiming> t =
+          TimeSteps(**pdl, d, config.vocab_size, kBlockSize, pool, 3, 30);
+      if (!t.ok()) {
+        status = t.status();
+        break;
+      }
+      const std::string label =
+          absl::StrCat("decode batch ", d.num_seqs, ", CUDA graphs, programmatic launch");
+      Progress("%s: %.3f ms/step", label.c_str(), t->step_ms);
+      if (t->tokens != graph_tokens[d.num_seqs]) {
+        failures.push_back(absl::StrCat(label, ": greedy tokens differ from graphs on"));
+      }
+      rows.push_back({label, d, *std::move(t), true});
+    }
+    if (!status.ok()) {
+      failures.push_back(absl::StrCat("programmatic launch: ", status.ToString()));
+    }
   }
   weights.reset();
   // 6. Prefill attention alone: the tensor-core kernel against the CUDA-core one.
