@@ -243,6 +243,7 @@ struct Measured {
   StepShape shape;
   StepTiming timing;
   bool graphs = true;
+  bool programmatic = false;  // CudaComputeOptions::programmatic_launch
 };
 
 struct Compute {
@@ -504,7 +505,7 @@ int Main(int argc, char** argv) {
       if (t->tokens != graph_tokens[d.num_seqs]) {
         failures.push_back(absl::StrCat(label, ": greedy tokens differ from graphs on"));
       }
-      rows.push_back({label, d, *std::move(t), true});
+      rows.push_back({label, d, *std::move(t), true, true});
     }
     if (!status.ok()) {
       failures.push_back(absl::StrCat("programmatic launch: ", status.ToString()));
@@ -561,7 +562,10 @@ int Main(int argc, char** argv) {
                              rate / 1e12, 100.0 * rate / gemm_rate,
                              rate >= 0.6 * gemm_rate ? "MET" : "NOT MET");
     }
-    const char* mode = !sh.decode() ? "" : m.graphs ? ", CUDA graphs" : ", no graphs";
+    const char* mode = !sh.decode()      ? ""
+                       : m.programmatic ? ", CUDA graphs, programmatic launch"
+                       : m.graphs       ? ", CUDA graphs"
+                                        : ", no graphs";
     std::printf("| %s%s | %.3f | %.3f (%s: %s) | %.0f | %.0f | %.0f%% | %.3f | %s |\n",
                 Describe(sh).c_str(), mode, ms, roof_ms, memory_bound ? "memory" : "compute",
                 memory_bound ? absl::StrFormat("%.1f GB", bytes / 1e9).c_str()
