@@ -32,7 +32,7 @@ int SyncThreadsOr(int predicate);
 
 // Warp collectives over the lanes of `mask` (which must include the caller).
 void SyncWarp(uint32_t mask);
-enum class ShuffleKind { kXor, kUp, kDown, kIdx };
+enum class ShuffleKind { kXor, kUp };
 uint64_t Shuffle(ShuffleKind kind, uint32_t mask, uint64_t bits, int lane_arg, int width);
 
 // Dynamic shared memory of the running block (the launch's bytes, filled with 0xff bytes: NaN

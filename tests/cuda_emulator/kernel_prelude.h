@@ -1,8 +1,8 @@
 // Force-included (-include) before each kernels/cuda .cu file compiled as host C++ for the
 // CUDA emulator (tests/cuda_emulator/CMakeLists.txt): the CUDA keywords, built-in variables and
-// intrinsics those files use, mapped onto the emulator's device side (device.h). Arithmetic
-// intrinsics keep their CUDA meaning (round to nearest, no contraction); fast-math ones map to
-// the exact host function, which is within their documented error.
+// intrinsics those files use (only those: a new one fails to compile here until it is added),
+// mapped onto the emulator's device side (device.h). Arithmetic intrinsics keep their CUDA
+// meaning (round to nearest, no contraction).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -62,29 +62,18 @@ T Shuffled(ShuffleKind kind, unsigned mask, T v, int arg, int width) {
 
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-  return ::tpserve::cuda_emulator::prelude::Shuffled(
-      ::tpserve::cuda_emulator::ShuffleKind::kXor, mask, v, lane_mask, width);
+  return ::tpserve::cuda_emulator::prelude::Shuffled(::tpserve::cuda_emulator::ShuffleKind::kXor,
+                                                     mask, v, lane_mask, width);
 }
 template <typename T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return ::tpserve::cuda_emulator::prelude::Shuffled(
-      ::tpserve::cuda_emulator::ShuffleKind::kUp, mask, v, static_cast<int>(delta), width);
-}
-template <typename T>
-T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return ::tpserve::cuda_emulator::prelude::Shuffled(
-      ::tpserve::cuda_emulator::ShuffleKind::kDown, mask, v, static_cast<int>(delta), width);
-}
-template <typename T>
-T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
-  return ::tpserve::cuda_emulator::prelude::Shuffled(
-      ::tpserve::cuda_emulator::ShuffleKind::kIdx, mask, v, src_lane, width);
+  return ::tpserve::cuda_emulator::prelude::Shuffled(::tpserve::cuda_emulator::ShuffleKind::kUp,
+                                                     mask, v, static_cast<int>(delta), width);
 }
 
 inline float __uint_as_float(unsigned v) { return std::bit_cast<float>(v); }
 inline unsigned __float_as_uint(float v) { return std::bit_cast<unsigned>(v); }
 inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
-inline int __float_as_int(float v) { return std::bit_cast<int>(v); }
 // volatile: the host compiler may neither contract these into an FMA nor reassociate them,
 // which is what the _rn intrinsics promise on the device.
 inline float __fmul_rn(float a, float b) {
@@ -99,8 +88,6 @@ inline float __fsub_rn(float a, float b) {
   volatile float r = a - b;
   return r;
 }
-inline float __expf(float x) { return std::exp(x); }
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 
 template <typename T>
 T __ldg(const T* p) {
@@ -121,8 +108,6 @@ cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute at
 }
 
 // Device min/max on mixed integer widths, as CUDA's math headers overload them.
-using std::isfinite;
-using std::isinf;
 using std::isnan;
 using std::max;
 using std::min;

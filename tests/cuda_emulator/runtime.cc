@@ -9,6 +9,8 @@
 // enqueues them again with the same arguments and addresses; the calls CUDA refuses during a
 // thread-local capture (cudaMalloc, synchronous copies, synchronising the capturing stream)
 // and pageable copies in a capture fail it.
+#include "tests/cuda_emulator/runtime.h"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,7 +27,6 @@
 #include <vector>
 
 #include "tests/cuda_emulator/device.h"
-#include "tests/cuda_emulator/runtime.h"
 #include "tests/cuda_emulator/scheduler.h"
 
 struct CUgraph_st {
@@ -48,8 +49,8 @@ namespace tpserve::cuda_emulator {
 namespace {
 
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
-constexpr int kMaxSharedOptIn = 232448;        // an H100/H200's per-block opt-in limit
-constexpr size_t kPoisonLimit = 64ull << 20;   // allocations up to this size start as 0xff
+constexpr int kMaxSharedOptIn = 232448;       // an H100/H200's per-block opt-in limit
+constexpr size_t kPoisonLimit = 64ull << 20;  // allocations up to this size start as 0xff
 
 using Op = std::function<void()>;
 
@@ -84,10 +85,6 @@ bool Within(const std::map<uintptr_t, size_t>& allocations, const void* p, size_
   return address >= it->first && address + bytes <= it->first + it->second;
 }
 
-bool IsDevice(const void* p, size_t bytes) {
-  std::lock_guard<std::mutex> lock(state_mutex);
-  return Within(device_allocations, p, bytes);
-}
 bool IsPinned(const void* p, size_t bytes) {
   std::lock_guard<std::mutex> lock(state_mutex);
   return Within(pinned_allocations, p, bytes);
@@ -114,15 +111,6 @@ bool RefusedDuringCapture() {
   return true;
 }
 
-void Enqueue(cudaStream_t stream, Op op) {
-  if (stream != nullptr && stream->capture != nullptr) {
-    stream->capture->nodes.push_back(std::move(op));
-    return;
-  }
-  std::lock_guard<std::mutex> lock(state_mutex);
-  queue.push_back(std::move(op));
-}
-
 // 256-byte aligned like cudaMalloc, but exactly `bytes` long, so that a sanitizer build of the
 // emulator reports an access past the end rather than in the rounding.
 void* AlignedAllocate(size_t bytes) {
@@ -135,17 +123,17 @@ cudaError_t CopyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind k
                       cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   if (kind == cudaMemcpyDefault) {
-    const bool d = IsDevice(dst, bytes), s = IsDevice(src, bytes);
+    const bool d = IsDeviceMemory(dst, bytes), s = IsDeviceMemory(src, bytes);
     kind = d ? (s ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
              : (s ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
   }
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-  if ((dst_device && !IsDevice(dst, bytes)) || (src_device && !IsDevice(src, bytes))) {
+  if ((dst_device && !IsDeviceMemory(dst, bytes)) || (src_device && !IsDeviceMemory(src, bytes))) {
     return Report(cudaErrorInvalidValue);  // a device side outside every cudaMalloc
   }
-  const bool host_pageable = (!dst_device && !IsPinned(dst, bytes)) ||
-                             (!src_device && !IsPinned(src, bytes));
+  const bool host_pageable =
+      (!dst_device && !IsPinned(dst, bytes)) || (!src_device && !IsPinned(src, bytes));
   const bool in_capture = stream != nullptr && stream->capture != nullptr;
   if (in_capture && host_pageable) {
     stream->capture_failed = true;
@@ -159,20 +147,28 @@ cudaError_t CopyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind k
   if (host_pageable) {  // from pageable memory: staged now
     auto staged = std::make_shared<std::vector<unsigned char>>(
         static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + bytes);
-    Enqueue(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+    EnqueueWork(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
     return cudaSuccess;
   }
-  Enqueue(stream, [dst, src, bytes] { std::memcpy(dst, src, bytes); });
+  EnqueueWork(stream, [dst, src, bytes] { std::memcpy(dst, src, bytes); });
   return cudaSuccess;
 }
 
 }  // namespace
 
-void EnqueueWork(cudaStream_t stream, std::function<void()> work) {
-  Enqueue(stream, std::move(work));
+void EnqueueWork(cudaStream_t stream, std::function<void()> op) {
+  if (stream != nullptr && stream->capture != nullptr) {
+    stream->capture->nodes.push_back(std::move(op));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(state_mutex);
+  queue.push_back(std::move(op));
 }
-bool IsDeviceMemory(const void* p, size_t bytes) { return IsDevice(p, bytes); }
 
+bool IsDeviceMemory(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(state_mutex);
+  return Within(device_allocations, p, bytes);
+}
 cudaError_t EnqueueKernel(const LaunchShape& shape, cudaStream_t stream,
                           std::function<void()> body) {
   const dim3 b = shape.block, g = shape.grid;
@@ -185,11 +181,10 @@ cudaError_t EnqueueKernel(const LaunchShape& shape, cudaStream_t stream,
     std::lock_guard<std::mutex> lock(state_mutex);
     auto it = max_dynamic_shared.find(shape.kernel);
     if (it == max_dynamic_shared.end() || shape.shared_bytes > static_cast<size_t>(it->second)) {
-      last_error = cudaErrorInvalidValue;  // more than 48 KiB needs the kernel's opt-in
-      return cudaErrorInvalidValue;
+      return Report(cudaErrorInvalidValue);  // over 48 KiB needs the kernel's opt-in
     }
   }
-  Enqueue(stream, [shape, body = std::move(body)] { RunGrid(shape, body); });
+  EnqueueWork(stream, [shape, body = std::move(body)] { RunGrid(shape, body); });
   return cudaSuccess;
 }
 
@@ -208,18 +203,30 @@ cudaError_t cudaPeekAtLastError() { return emu::last_error; }
 
 const char* cudaGetErrorName(cudaError_t error) {
   switch (error) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
-    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorIllegalState: return "cudaErrorIllegalState";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorNotReady: return "cudaErrorNotReady";
-    default: return "cudaError (other)";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice:
+      return "cudaErrorNoDevice";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorIllegalState:
+      return "cudaErrorIllegalState";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
+    default:
+      return "cudaError (other)";
   }
 }
 const char* cudaGetErrorString(cudaError_t error) { return cudaGetErrorName(error); }
@@ -256,11 +263,20 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device != 0) return emu::Report(cudaErrorInvalidDevice);
   switch (attr) {
-    case cudaDevAttrMultiProcessorCount: *value = 132; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = emu::kMaxSharedOptIn; return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
-    default: return emu::Report(cudaErrorInvalidValue);
+    case cudaDevAttrMultiProcessorCount:
+      *value = 132;
+      return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = emu::kMaxSharedOptIn;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = 9;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      return cudaSuccess;
+    default:
+      return emu::Report(cudaErrorInvalidValue);
   }
 }
 
@@ -370,8 +386,8 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
 
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
-  if (!emu::IsDevice(dst, bytes)) return emu::Report(cudaErrorInvalidValue);
-  emu::Enqueue(stream, [dst, value, bytes] { std::memset(dst, value, bytes); });
+  if (!emu::IsDeviceMemory(dst, bytes)) return emu::Report(cudaErrorInvalidValue);
+  emu::EnqueueWork(stream, [dst, value, bytes] { std::memset(dst, value, bytes); });
   return cudaSuccess;
 }
 
@@ -422,7 +438,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 // stamps the host clock when its turn comes; waiting only checks its argument.
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (event == nullptr) return emu::Report(cudaErrorInvalidResourceHandle);
-  emu::Enqueue(stream, [event] {
+  emu::EnqueueWork(stream, [event] {
     event->at = std::chrono::steady_clock::now();
     event->recorded = true;
   });
@@ -476,7 +492,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (exec == nullptr) return emu::Report(cudaErrorInvalidValue);
-  for (const emu::Op& node : exec->nodes) emu::Enqueue(stream, node);
+  for (const emu::Op& node : exec->nodes) emu::EnqueueWork(stream, node);
   return cudaSuccess;
 }
 

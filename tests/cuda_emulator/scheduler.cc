@@ -79,7 +79,7 @@ struct Block {
   bool programmatic = false;
 };
 
-// One grid runs at a time per process (Executor serialises them); these belong to it.
+// One grid runs at a time per process (runtime.cc's Flush serialises them); these belong to it.
 FiberContext scheduler_context;
 Fiber* current = nullptr;
 Block* block = nullptr;
@@ -206,8 +206,6 @@ void CompleteShuffle(Fiber* const lanes[kWarpSize], uint32_t mask) {
     switch (kind) {
       case ShuffleKind::kXor: src = l ^ arg; break;
       case ShuffleKind::kUp: src = l - arg >= 0 ? l - arg : l; break;
-      case ShuffleKind::kDown: src = l + arg < kWarpSize ? l + arg : l; break;
-      case ShuffleKind::kIdx: src = arg & (kWarpSize - 1); break;
     }
     if (src < 0 || src >= kWarpSize || ((mask >> src) & 1u) == 0) {
       Fail("a shuffle reads a lane outside its mask");
